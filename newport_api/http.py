@@ -1,0 +1,319 @@
+"""HTTP transport: envelopes, error mapping, retries and where the key may go.
+
+Rules this module enforces for every caller:
+
+* The ``Authorization`` header is added per request, only to requests for the
+  configured API origin, and API requests never follow redirects.  Storage
+  and result hosts get plain requests from the same session, which carries no
+  credentials of its own.
+* The base URL must be https, except for loopback addresses (the sandbox).
+* TLS verification is always on; a custom CA bundle may replace the default.
+* JSON answers are read with a size cap, so a runaway body is an error rather
+  than an out-of-memory.
+* Calls marked ``idempotent`` are retried on network errors, 429 and 5xx with
+  exponential backoff and full jitter, honouring ``Retry-After``.  Other calls
+  are retried only when the request provably never left this machine.
+
+A ``Transport`` is used by one thread at a time (``requests.Session`` is not
+thread-safe); each job runner owns its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+
+from . import errors
+from .cancel import CancelToken
+
+T = TypeVar("T")
+
+MAX_JSON_BYTES = 4 * 1024 * 1024
+USER_AGENT = "talking-face-blender/0.1 (+newport_api)"
+
+MSG_KEY_REJECTED = "Your Newport AI API key was rejected — check it in Preferences ▸ Add-ons ▸ Talking Face."
+MSG_KEY_MISSING = "No Newport AI API key is set — add it in Preferences ▸ Add-ons ▸ Talking Face."
+MSG_QUOTA = "Newport AI refused the job: out of credits or over the rate limit — top up or wait, then retry."
+MSG_RATE_LIMITED = "Newport AI is busy (too many requests) — wait a minute, then retry."
+MSG_UNREACHABLE = "Can't reach Newport AI — check your internet connection, then retry."
+MSG_UNAVAILABLE = "Newport AI is not answering properly right now — try again in a few minutes."
+
+KEY_ERROR_CODES = {13005: MSG_KEY_MISSING, 13006: MSG_KEY_REJECTED, 13007: MSG_KEY_REJECTED}
+QUOTA_CODES = {13015}
+ILLEGAL_PARAMETER_CODES = {10192}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    read: float = 60.0  # also the longest a transfer may go without a single byte
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.connect, self.read)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.max_delay, self.base_delay * (2 ** attempt))
+        return random.uniform(0.0, ceiling)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme, (parts.hostname or "").lower(), parts.port or default_port)
+
+
+def check_base_url(base_url: str) -> str:
+    """Return the normalised base URL, or raise if it may not carry the key."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.InsecureURLError(
+            f"The API base URL '{base_url}' is not a web address — fix it in Preferences ▸ Add-ons ▸ Talking Face.")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise errors.InsecureURLError(
+            "The API base URL must start with https:// (plain http is only allowed for this computer) "
+            "— fix it in Preferences ▸ Add-ons ▸ Talking Face.")
+    return base_url.strip().rstrip("/")
+
+
+class Transport:
+    def __init__(self, base_url: str, api_key: str, *, timeouts: Timeouts | None = None,
+                 retry: RetryPolicy | None = None, ca_bundle: str | None = None,
+                 cancel: CancelToken | None = None, session: requests.Session | None = None) -> None:
+        self.base_url = check_base_url(base_url)
+        self._api_key = api_key.strip()
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.cancel = cancel or CancelToken()
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.verify = ca_bundle or True
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r}, api_key=<hidden>)"
+
+    # -- key hygiene --------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "<api key>")
+        return text
+
+    def is_api_url(self, url: str) -> bool:
+        return origin_of(url) == origin_of(self.base_url)
+
+    # -- API calls ----------------------------------------------------------
+
+    def call_api(self, path: str, *, json_body: dict | None = None, form: dict | None = None,
+                 idempotent: bool = True, allow_empty: bool = False) -> Any:
+        """POST to the API and return the envelope's ``data``.
+
+        ``allow_empty`` turns an empty 200 answer into ``None`` instead of an
+        error (the polling endpoint sometimes answers that way while busy).
+        """
+        if not self._api_key:
+            raise errors.AuthenticationError(MSG_KEY_MISSING, code=13005)
+        url = self.base_url + path
+
+        def attempt() -> Any:
+            try:
+                response = self._send(
+                    "POST", url, json=json_body, data=form, allow_redirects=False, stream=True,
+                    headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"})
+                with response:
+                    return self._read_envelope(response, allow_empty=allow_empty)
+            except (errors.ServiceUnavailableError, errors.NetworkError) as error:
+                if idempotent or isinstance(error, errors.NotConnectedError):
+                    raise
+                raise submit_uncertain(error) from None
+
+        return self.with_retries(attempt, idempotent=idempotent)
+
+    def _read_envelope(self, response: requests.Response, *, allow_empty: bool) -> Any:
+        self.raise_for_http_status(response, host="api")
+        raw = read_capped(response, MAX_JSON_BYTES)
+        if not raw.strip():
+            if allow_empty:
+                return None
+            raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, detail="empty answer from the API",
+                                                 http_status=response.status_code)
+        try:
+            envelope = json.loads(raw)
+        except ValueError as exc:
+            raise errors.ServiceUnavailableError(
+                MSG_UNAVAILABLE, detail=f"not JSON: {self.redact(raw[:200].decode('utf-8', 'replace'))}",
+                http_status=response.status_code) from exc
+        if not isinstance(envelope, dict) or "code" not in envelope:
+            raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, detail="answer is not an API envelope",
+                                                 http_status=response.status_code)
+        self.raise_for_envelope_code(envelope)
+        return envelope.get("data")
+
+    def raise_for_envelope_code(self, envelope: dict) -> None:
+        try:
+            code = int(envelope.get("code"))
+        except (TypeError, ValueError):
+            raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, detail="envelope code is not a number") from None
+        if code == 0:
+            return
+        message = self.redact(str(envelope.get("message") or "")).strip()
+        detail = f"code {code}: {message}"
+        if code in KEY_ERROR_CODES:
+            raise errors.AuthenticationError(KEY_ERROR_CODES[code], code=code, detail=detail)
+        if code in QUOTA_CODES:
+            raise errors.QuotaError(MSG_QUOTA, code=code, detail=detail)
+        if code in ILLEGAL_PARAMETER_CODES:
+            raise errors.InvalidParameterError(
+                f"Newport AI rejected a setting of this job ({message or 'illegal parameter'}) "
+                "— check the source, audio and options.", code=code, detail=detail)
+        raise errors.NewportError(
+            f"Newport AI refused the request: {message or 'no reason given'} (code {code}).",
+            code=code, detail=detail)
+
+    def raise_for_http_status(self, response: requests.Response, *, host: str) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        detail = f"HTTP {status} from {host}"
+        if status == 429:
+            raise errors.RateLimitedError(MSG_RATE_LIMITED, retry_after=parse_retry_after(response),
+                                          http_status=status, detail=detail)
+        if status >= 500:
+            raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, http_status=status, detail=detail)
+        if host == "api" and status in (401, 403):
+            raise errors.AuthenticationError(MSG_KEY_REJECTED, http_status=status, detail=detail)
+        if host == "api" and 300 <= status < 400:
+            raise errors.ProtocolError(
+                "The API base URL redirects elsewhere — check it in Preferences ▸ Add-ons ▸ Talking Face.",
+                http_status=status, detail=detail)
+        if host == "api":
+            raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, http_status=status, detail=detail)
+        # Storage and result hosts map their own statuses; this is the fallback.
+        raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, http_status=status, detail=detail)
+
+    # -- sending and retrying ------------------------------------------------
+
+    def send_plain(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """A request to a storage or result host: never with the key."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers.pop("Authorization", None)
+        return self._send(method, url, headers=headers, **kwargs)
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.cancel.raise_if_cancelled()
+        if "Authorization" in kwargs.get("headers", {}) and not self.is_api_url(url):
+            raise errors.ConfigurationError("Refusing to send the API key to a host that is not the API.")
+        try:
+            return self.session.request(method, url, timeout=self.timeouts.as_tuple(), **kwargs)
+        except requests.RequestException as exc:
+            raise self._network_error(exc) from None
+
+    def _network_error(self, exc: requests.RequestException) -> errors.NetworkError:
+        detail = self.redact(f"{type(exc).__name__}: {exc}")
+        if request_never_left(exc):
+            return errors.NotConnectedError(MSG_UNREACHABLE, detail=detail)
+        return errors.NetworkError(MSG_UNREACHABLE, detail=detail)
+
+    def with_retries(self, attempt: Callable[[], T], *, idempotent: bool = True,
+                     on_retry: Callable[[errors.NewportError, float], None] | None = None) -> T:
+        """Run ``attempt`` and repeat it while it fails in a way worth repeating.
+
+        A non-idempotent attempt is repeated only after a 429 (the service
+        refused it outright) or a connection that never opened.
+        """
+        for number in range(self.retry.attempts):
+            try:
+                return attempt()
+            except errors.NewportError as error:
+                if not self._worth_retrying(error, idempotent) or number == self.retry.attempts - 1:
+                    raise
+                delay = self.retry.delay(number, getattr(error, "retry_after", None))
+                if on_retry:
+                    on_retry(error, delay)
+                self.cancel.sleep(delay)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _worth_retrying(error: errors.NewportError, idempotent: bool) -> bool:
+        if not error.retryable:
+            return False
+        if idempotent:
+            return True
+        return isinstance(error, (errors.RateLimitedError, errors.NotConnectedError))
+
+
+def submit_uncertain(cause: errors.NewportError) -> errors.SubmitUncertainError:
+    return errors.SubmitUncertainError(
+        "The connection broke while starting the job, so it may or may not have started; it was not sent "
+        "twice — check your Newport AI account, then use Retry to submit again.",
+        detail=cause.detail, http_status=cause.http_status)
+
+
+def request_never_left(exc: requests.RequestException) -> bool:
+    """True when the connection failed before any byte of the request was sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        name = type(reason).__name__
+        return name in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
+    return False
+
+
+def parse_retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """Read a whole body, refusing one larger than ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise errors.ProtocolError(
+                    "Newport AI sent an unexpectedly large answer — try again later.",
+                    detail=f"body over {limit} bytes")
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise errors.NetworkError(MSG_UNREACHABLE, detail=f"{type(exc).__name__} while reading") from None
+    return b"".join(chunks)

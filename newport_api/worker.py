@@ -1,0 +1,94 @@
+"""Background threads that run jobs, and the queue that reports on them.
+
+Threading rules:
+
+* Each running job has one daemon thread, its own ``NewportClient`` and its
+  own cancel token; threads share nothing but the ``JobStore`` (which locks)
+  and the ``events`` queue.
+* Threads never call back into their host.  Everything they have to say is a
+  ``JobEvent`` (plain data) put on ``events``; the host drains the queue on its
+  own thread (in Blender, the main thread's modal timer) at its own pace.
+* ``start``, ``cancel`` and ``shutdown`` are called from the host's thread.
+  ``shutdown`` stops every job *without* cancelling it, so that its record
+  keeps its phase and the next session resumes it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+from .cancel import CancelToken, StopReason
+from .client import NewportClient
+from .jobs import JobEvent, JobRecord, JobRunner, RunnerSettings
+from .store import JobStore
+
+ClientFactory = Callable[[CancelToken], NewportClient]
+
+
+class JobWorker:
+    def __init__(self, client_factory: ClientFactory, store: JobStore | None = None, *,
+                 settings: RunnerSettings | None = None) -> None:
+        self._client_factory = client_factory
+        self._store = store
+        self._settings = settings
+        self.events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
+        self._threads: dict[str, threading.Thread] = {}
+        self._tokens: dict[str, CancelToken] = {}
+
+    def start(self, record: JobRecord) -> None:
+        """Run ``record`` in a new thread; a job already running is left alone."""
+        if self.is_running(record.job_id):
+            return
+        token = CancelToken()
+        client = self._client_factory(token)
+        runner = JobRunner(client, record, save=self._store.save if self._store else None,
+                           emit=self.events.put, settings=self._settings)
+        thread = threading.Thread(target=self._run, args=(runner, client), daemon=True,
+                                  name=f"talking-face-{record.job_id[:8]}")
+        self._tokens[record.job_id] = token
+        self._threads[record.job_id] = thread
+        thread.start()
+
+    @staticmethod
+    def _run(runner: JobRunner, client: NewportClient) -> None:
+        try:
+            runner.run()
+        finally:
+            client.close()
+
+    def is_running(self, job_id: str) -> bool:
+        thread = self._threads.get(job_id)
+        return bool(thread and thread.is_alive())
+
+    def running_ids(self) -> list[str]:
+        return [job_id for job_id in self._threads if self.is_running(job_id)]
+
+    def cancel(self, job_id: str) -> bool:
+        token = self._tokens.get(job_id)
+        if token is None or not self.is_running(job_id):
+            return False
+        token.cancel(StopReason.CANCEL)
+        return True
+
+    def join(self, job_id: str, timeout: float | None = None) -> bool:
+        thread = self._threads.get(job_id)
+        if thread:
+            thread.join(timeout)
+        return not self.is_running(job_id)
+
+    def forget_finished(self) -> None:
+        for job_id in [job_id for job_id in self._threads if not self.is_running(job_id)]:
+            del self._threads[job_id]
+            del self._tokens[job_id]
+
+    def shutdown(self, timeout: float = 2.0) -> list[str]:
+        """Stop every job so it can resume later; returns the ids still alive after ``timeout``."""
+        for token in self._tokens.values():
+            token.cancel(StopReason.SHUTDOWN)
+        for thread in self._threads.values():
+            thread.join(timeout / max(1, len(self._threads)))
+        alive = self.running_ids()
+        self.forget_finished()
+        return alive
