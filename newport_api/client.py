@@ -140,7 +140,7 @@ class NewportClient:
         """
         try:
             data = self.transport.call_api("/api/remaining_credits", form={})
-        except errors.ServiceUnavailableError as error:
+        except errors.ProtocolError as error:
             if error.http_status == 404:
                 return None
             raise

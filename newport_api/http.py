@@ -94,7 +94,8 @@ def check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.InsecureURLError(
-            f"The API base URL '{base_url}' is not a web address — fix it in Preferences ▸ Add-ons ▸ Talking Face.")
+            f"The API base URL '{base_url}' is not a web address (it should start with https://) "
+            "— fix it in Preferences ▸ Add-ons ▸ Talking Face.")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise errors.InsecureURLError(
             "The API base URL must start with https:// (plain http is only allowed for this computer) "
@@ -213,7 +214,9 @@ class Transport:
                 "The API base URL redirects elsewhere — check it in Preferences ▸ Add-ons ▸ Talking Face.",
                 http_status=status, detail=detail)
         if host == "api":
-            raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, http_status=status, detail=detail)
+            raise errors.ProtocolError(
+                "Newport AI does not answer this request at the configured address — check the API base URL "
+                "in Preferences ▸ Add-ons ▸ Talking Face.", http_status=status, detail=detail)
         # Storage and result hosts map their own statuses; this is the fallback.
         raise errors.ServiceUnavailableError(MSG_UNAVAILABLE, http_status=status, detail=detail)
 

@@ -28,7 +28,7 @@ ClientFactory = Callable[[CancelToken], NewportClient]
 
 
 class JobWorker:
-    def __init__(self, client_factory: ClientFactory, store: JobStore | None = None, *,
+    def __init__(self, client_factory: ClientFactory | None = None, store: JobStore | None = None, *,
                  settings: RunnerSettings | None = None) -> None:
         self._client_factory = client_factory
         self._store = store
@@ -37,12 +37,19 @@ class JobWorker:
         self._threads: dict[str, threading.Thread] = {}
         self._tokens: dict[str, CancelToken] = {}
 
-    def start(self, record: JobRecord) -> None:
-        """Run ``record`` in a new thread; a job already running is left alone."""
+    def start(self, record: JobRecord, client_factory: ClientFactory | None = None) -> None:
+        """Run ``record`` in a new thread; a job already running is left alone.
+
+        The thread owns ``record`` from now on: the caller keeps its own copy
+        and learns of changes only through ``events``.
+        """
         if self.is_running(record.job_id):
             return
+        factory = client_factory or self._client_factory
+        if factory is None:
+            raise ValueError("JobWorker.start needs a client factory")
         token = CancelToken()
-        client = self._client_factory(token)
+        client = factory(token)
         runner = JobRunner(client, record, save=self._store.save if self._store else None,
                            emit=self.events.put, settings=self._settings)
         thread = threading.Thread(target=self._run, args=(runner, client), daemon=True,
