@@ -343,31 +343,44 @@ def print_summary(suites: Sequence[Suite], seconds: float) -> None:
     print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
 
 
+def build_for_tests(bpy_version: str) -> tuple[Suite, Path | None]:
+    step = Suite(f"build zip (Blender {bpy_version})", is_pytest=False)
+    started = time.monotonic()
+    zip_path = None
+    try:
+        zip_path = build(bpy_version, DEFAULT_DIST)
+        step.exit_code, step.note = 0, rel(zip_path)
+    except DevError as error:
+        print(error, flush=True)
+        step.exit_code = 1
+    step.seconds = time.monotonic() - started
+    return step, zip_path
+
+
+def blender_suites(bpy_versions: Sequence[str], keyword: str | None) -> list[Suite]:
+    """Build the zip once, then run tests/blender against it in each bpy venv."""
+    step, zip_path = build_for_tests(newest(bpy_versions))
+    suites = [step]
+    for version in bpy_versions:
+        name = f"tests/blender (bpy {version})"
+        if zip_path is None:
+            suites.append(Suite(name, note="zip did not build"))
+            continue
+        suites.append(run_pytest(name, venv_dir(bpy_venv_name(version)), ["tests/blender"], keyword,
+                                 child_env(TALKING_FACE_ZIP=str(zip_path))))
+    return suites
+
+
 def test(bpy_versions: Sequence[str], keyword: str | None, quick: bool) -> int:
     """Lint, bpy-free tests, build once, Blender tests in each bpy venv; 0 only if all of it passed."""
     started = time.monotonic()
     bpy_versions = () if quick else bpy_versions
     setup(bpy_versions)
-    suites = [run_ruff()]
-    suites.append(run_pytest("tests (no Blender)", venv_dir("dev"),
-                             ["tests", "--ignore=tests/blender"], keyword, child_env()))
+    suites = [run_ruff(),
+              run_pytest("tests (no Blender)", venv_dir("dev"), ["tests", "--ignore=tests/blender"],
+                         keyword, child_env())]
     if bpy_versions:
-        build_step = Suite(f"build zip (Blender {newest(bpy_versions)})", is_pytest=False)
-        started = time.monotonic()
-        try:
-            zip_path = build(newest(bpy_versions), DEFAULT_DIST)
-            build_step.exit_code, build_step.note = 0, rel(zip_path)
-        except DevError as error:
-            print(error, flush=True)
-            build_step.exit_code, zip_path = 1, None
-        build_step.seconds = time.monotonic() - started
-        suites.append(build_step)
-        for version in bpy_versions:
-            suite = Suite(f"tests/blender (bpy {version})", note="zip did not build")
-            if zip_path is not None:
-                suite = run_pytest(suite.name, venv_dir(bpy_venv_name(version)), ["tests/blender"],
-                                   keyword, child_env(TALKING_FACE_ZIP=str(zip_path)))
-            suites.append(suite)
+        suites += blender_suites(bpy_versions, keyword)
     if keyword and not any(suite.passed + suite.failed + suite.skipped for suite in suites):
         suites.append(Suite(f"-k {keyword!r}", exit_code=1, note="selected no test at all", is_pytest=False))
     print_summary(suites, time.monotonic() - started)
