@@ -1,0 +1,210 @@
+"""The one place where Blender 4.2 LTS, 4.5 LTS and 5.0 differ, decided by feature detection.
+
+Nothing here compares version numbers: each helper looks for the property or
+argument it needs, so a future Blender that keeps an API keeps working.
+
+Differences handled here (measured on the bpy 4.2.23, 4.5.15 and 5.0.1 wheels):
+
+- Strip collections: ``sequence_editor.strips``/``strips_all`` (4.4+), ``sequences``/
+  ``sequences_all`` (4.2; 5.0 removed them).
+- Type names: ``bpy.types.Strip``/``MovieStrip`` (4.4+) or ``Sequence``/``MovieSequence``.
+- ``strips.new_effect``: ``length`` and ``input1`` on 5.0, ``frame_end`` and ``seq1`` on 4.2,
+  ``frame_end`` and ``input1`` on 4.5.
+- Movie output: 5.0 needs ``image_settings.media_type = 'VIDEO'`` before ``file_format = 'FFMPEG'``.
+- Sequencer operators: 5.0 edits ``workspace.sequencer_scene``; 4.x edits the context scene.
+- Audio: the 4.2 wheels are built without Audaspace (no ``aud``; ``new_sound`` raises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import bpy
+
+
+class NoSequencerContext(RuntimeError):
+    """Raised when no window exists to host a Sequence Editor for an operator call."""
+
+
+def ensure_editor(scene: bpy.types.Scene) -> bpy.types.SequenceEditor:
+    return scene.sequence_editor or scene.sequence_editor_create()
+
+
+# For ``UILayout.prop_search(data, ALL_STRIPS_PROPERTY, editor, ...)`` and other by-name lookups.
+ALL_STRIPS_PROPERTY = ("strips_all" if "strips_all" in bpy.types.SequenceEditor.bl_rna.properties
+                       else "sequences_all")
+
+
+def strips(scene: bpy.types.Scene) -> Any:
+    """Top-level strips of the scene (an empty tuple when it has no sequence editor yet)."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return ()
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def all_strips(scene: bpy.types.Scene) -> Any:
+    """Every strip of the scene, including those inside meta strips."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return ()
+    return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
+
+
+def strip_type(kind: str = "") -> type:
+    """The RNA class of a strip kind, e.g. ``strip_type("Movie")``; ``strip_type()`` is the base."""
+    return getattr(bpy.types, f"{kind}Strip", None) or getattr(bpy.types, f"{kind}Sequence")
+
+
+def is_movie(strip: Any) -> bool:
+    return strip is not None and strip.type == "MOVIE"
+
+
+def is_sound(strip: Any) -> bool:
+    return strip is not None and strip.type == "SOUND"
+
+
+def scene_fps(scene: bpy.types.Scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+def set_scene_fps(scene: bpy.types.Scene, fps: float) -> None:
+    """Store a float rate the way Blender does: an integer rate and a base (29.97 = 30 / 1.001)."""
+    whole = max(1, round(fps))
+    scene.render.fps = whole
+    scene.render.fps_base = whole / fps
+
+
+def has_audio_support() -> bool:
+    """False on builds without Audaspace, such as the bpy 4.2 wheels."""
+    try:
+        importlib.import_module("aud")
+    except ImportError:
+        return False
+    return True
+
+
+def new_movie(scene: bpy.types.Scene, name: str, filepath: str, channel: int, frame_start: int,
+              fit_method: str = "FIT") -> Any:
+    ensure_editor(scene)
+    return strips(scene).new_movie(name=name, filepath=filepath, channel=channel,
+                                   frame_start=frame_start, fit_method=fit_method)
+
+
+def new_sound(scene: bpy.types.Scene, name: str, filepath: str, channel: int, frame_start: int) -> Any:
+    """A sound strip; raises RuntimeError on builds without audio support."""
+    ensure_editor(scene)
+    return strips(scene).new_sound(name=name, filepath=filepath, channel=channel, frame_start=frame_start)
+
+
+def new_effect(scene: bpy.types.Scene, name: str, effect_type: str, channel: int, frame_start: int,
+               length: int, inputs: tuple[Any, ...] = ()) -> Any:
+    """An effect strip (COLOR, TEXT, ...) spanning ``length`` frames, whatever the API's argument names."""
+    ensure_editor(scene)
+    collection = strips(scene)
+    parameters = collection.bl_rna.functions["new_effect"].parameters.keys()
+    keywords: dict[str, Any] = {"name": name, "type": effect_type, "channel": channel,
+                                "frame_start": frame_start}
+    if "length" in parameters:
+        keywords["length"] = length
+    else:
+        keywords["frame_end"] = frame_start + length
+    input_names = ("input1", "input2") if "input1" in parameters else ("seq1", "seq2")
+    keywords.update(zip(input_names, inputs, strict=False))
+    return collection.new_effect(**keywords)
+
+
+def draw_progress(layout: bpy.types.UILayout, fraction: float, text: str = "") -> None:
+    """A progress bar where the layout has one (4.0+), else the percentage as a label."""
+    label = text or f"{fraction:.0%}"
+    if hasattr(layout, "progress"):
+        layout.progress(factor=max(0.0, min(1.0, fraction)), type="BAR", text=label)
+    else:
+        layout.label(text=f"{label} ({fraction:.0%})" if text else label)
+
+
+def set_ffmpeg_output(render: bpy.types.RenderSettings) -> None:
+    """Make the render write a movie file; 5.0 only offers FFMPEG once the media type is VIDEO."""
+    settings = render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+
+
+def uses_sequencer_scene() -> bool:
+    """True on 5.0+, where sequencer operators act on ``workspace.sequencer_scene``."""
+    return "sequencer_scene" in bpy.types.WorkSpace.bl_rna.properties
+
+
+def _any_window() -> Any:
+    window = bpy.context.window
+    if window is None and bpy.context.window_manager is not None:
+        window = next(iter(bpy.context.window_manager.windows), None)
+    if window is None:
+        raise NoSequencerContext("no window to host a Sequence Editor (pure background without a screen)")
+    return window
+
+
+@contextlib.contextmanager
+def _sequence_editor_area(window: Any) -> Iterator[Any]:
+    """A SEQUENCE_EDITOR area of the window: an existing one, else one borrowed and given back."""
+    areas = window.screen.areas
+    existing = next((area for area in areas if area.type == "SEQUENCE_EDITOR"), None)
+    if existing is not None:
+        yield existing
+        return
+    borrowed = max(areas, key=lambda area: area.width * area.height)
+    previous_type = borrowed.type
+    borrowed.type = "SEQUENCE_EDITOR"
+    try:
+        yield borrowed
+    finally:
+        borrowed.type = previous_type
+
+
+@contextlib.contextmanager
+def _sequencer_scene(window: Any, scene: bpy.types.Scene) -> Iterator[None]:
+    """On 5.0 point the workspace's sequencer at ``scene`` for the call, then put it back."""
+    if not uses_sequencer_scene():
+        yield
+        return
+    workspace = window.workspace
+    previous = workspace.sequencer_scene
+    workspace.sequencer_scene = scene
+    try:
+        yield
+    finally:
+        workspace.sequencer_scene = previous
+
+
+def _override_keywords(window: Any, area: Any, scene: bpy.types.Scene) -> dict[str, Any]:
+    if uses_sequencer_scene():
+        # 5.0: the area alone; adding its region to the override crashes Blender 5.0.
+        return {"area": area}
+    region = next(region for region in area.regions if region.type == "WINDOW")
+    if window.scene == scene:
+        return {"window": window, "screen": window.screen, "area": area, "region": region}
+    # 4.x: with a window in the override, ``scene`` is taken from that window and a scene
+    # override is ignored, so another scene is reached by leaving the window out.
+    return {"scene": scene, "area": area, "region": region}
+
+
+@contextlib.contextmanager
+def sequencer_context_override(scene: bpy.types.Scene) -> Iterator[None]:
+    """Run ``bpy.ops.sequencer.*`` on ``scene`` inside the block, on every supported Blender.
+
+    Works in the UI and headless (the bpy module and ``blender -b`` keep the startup
+    file's window): an existing Sequence Editor area is used, else the largest area is
+    switched to one for the call and switched back. Raises ``NoSequencerContext`` when
+    there is no window at all. The window's scene, the workspace and the areas are left
+    as they were.
+    """
+    window = _any_window()
+    with contextlib.ExitStack() as stack:
+        area = stack.enter_context(_sequence_editor_area(window))
+        stack.enter_context(_sequencer_scene(window, scene))
+        stack.enter_context(bpy.context.temp_override(**_override_keywords(window, area, scene)))
+        yield
