@@ -80,3 +80,51 @@ def extension(extension_zip: pathlib.Path) -> ModuleType:
     assert EXTENSION_MODULE in bpy.context.preferences.addons, "installed but not enabled"
     bpy.context.preferences.system.use_online_access = True
     return importlib.import_module(EXTENSION_MODULE)
+
+
+# --- Media and placement (test_media.py, test_placement.py) ------------------------------------
+
+NO_AUDIO_REASON = ("this bpy wheel has no audio support (no `aud` module, strips.new_sound raises): "
+                   "the audio path is tested on the 4.5 and 5.0 wheels")
+
+
+def _extension_module(extension: ModuleType, name: str) -> ModuleType:
+    return importlib.import_module(f"{extension.__name__}.operators.{name}")
+
+
+@pytest.fixture(scope="session")
+def compat(extension: ModuleType) -> ModuleType:
+    """The installed extension's ``operators.compat``."""
+    return _extension_module(extension, "compat")
+
+
+@pytest.fixture(scope="session")
+def media(extension: ModuleType) -> ModuleType:
+    """The installed extension's ``operators.media``."""
+    return _extension_module(extension, "media")
+
+
+@pytest.fixture(scope="session")
+def placement(extension: ModuleType) -> ModuleType:
+    """The installed extension's ``operators.placement``."""
+    return _extension_module(extension, "placement")
+
+
+@pytest.fixture
+def requires_audio(compat: ModuleType) -> None:
+    """Skips, saying why, on builds without Audaspace (the bpy 4.2 wheels)."""
+    if not compat.has_audio_support():
+        pytest.skip(NO_AUDIO_REASON)
+
+
+@pytest.fixture
+def user_scene(compat: ModuleType):
+    """A fresh scene shown in the window, as the artist's; the previous one comes back afterwards."""
+    window = bpy.context.window
+    previous = window.scene
+    scene = bpy.data.scenes.new("Artist scene")
+    compat.ensure_editor(scene)
+    window.scene = scene
+    yield scene
+    window.scene = previous
+    bpy.data.scenes.remove(scene)

@@ -1,0 +1,474 @@
+"""Prepare what is uploaded: the visible range of the chosen strips, as files on disk.
+
+Video: a movie strip showing its whole .mp4/.mov file is uploaded as that file,
+untouched; anything else is cut to exactly its visible frames by ``cut_video`` (in
+this process with ``prepare_video``, or in a background Blender with
+``cut_video_command``). Audio: a sound strip's visible range, an audio file, or a
+movie strip's own sound, cut with Audaspace (``aud``) and written as 16-bit WAV
+(MP3 encoding would hold the GIL for about a second per minute of sound).
+
+Nothing here changes the user's scene; files are written only under ``work_dir``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import os
+import pathlib
+import re
+import struct
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import bpy
+
+from . import compat, cut_video
+from .cut_video import CutError, CutRequest, ProgressCallback, StripSpan, source_range
+
+UNTOUCHED_VIDEO_SUFFIXES = (".mp4", ".mov")
+# Uploaded as they are when a sound strip shows the whole file: every service takes these.
+UNTOUCHED_AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac")
+CUT_SCRIPT = pathlib.Path(cut_video.__file__)
+CUT_PROGRESS_PREFIX = cut_video.PROGRESS_PREFIX
+
+
+class MediaError(Exception):
+    """An input cannot be prepared; the message is one sentence for the artist."""
+
+
+@dataclass(frozen=True)
+class PreparedMedia:
+    path: str
+    duration: float  # seconds
+    fps: float  # 0.0 for audio
+    frames: int  # 0 for audio
+    is_source_file: bool  # True = the original file, uploaded untouched
+    sha256: str
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- ISO base media (mp4/mov) video track: frame count and rate without decoding -------------
+
+_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+
+
+def _boxes(stream: BinaryIO, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload offset, payload size) of each box up to ``end``; ``mdat`` is never read."""
+    while stream.tell() + 8 <= end:
+        start = stream.tell()
+        size, kind = struct.unpack(">I4s", stream.read(8))
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", stream.read(8))[0], 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return
+        yield kind, start + header, size - header
+        stream.seek(start + size)
+
+
+def _track_boxes(stream: BinaryIO, offset: int, size: int, found: dict[bytes, bytes]) -> None:
+    stream.seek(offset)
+    for kind, payload, length in list(_boxes(stream, offset + size)):
+        if kind in _CONTAINER_BOXES:
+            _track_boxes(stream, payload, length, found)
+        elif kind in (b"hdlr", b"mdhd", b"stsz"):
+            stream.seek(payload)
+            found[kind] = stream.read(min(length, 64))  # the fields read sit at the start
+
+
+def _video_track_timing(found: dict[bytes, bytes]) -> tuple[int, float] | None:
+    """(frames, fps) of a track whose handler is ``vide``."""
+    if found.get(b"hdlr", b"")[8:12] != b"vide" or not {b"mdhd", b"stsz"} <= found.keys():
+        return None
+    mdhd = found[b"mdhd"]
+    if mdhd[0] == 1:
+        timescale, duration = struct.unpack(">IQ", mdhd[20:32])
+    else:
+        timescale, duration = struct.unpack(">II", mdhd[12:20])
+    frames = struct.unpack(">I", found[b"stsz"][8:12])[0]
+    if not (frames and duration and timescale):
+        return None  # fragmented files keep their samples elsewhere
+    return frames, frames * timescale / duration  # in one division: 25 fps stays exactly 25.0
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_track_info(path: str, modified: float, size: int) -> tuple[int, float] | None:
+    try:
+        with open(path, "rb") as stream:
+            for kind, payload, length in list(_boxes(stream, size)):
+                if kind != b"moov":
+                    continue
+                stream.seek(payload)
+                for track_kind, track, track_length in list(_boxes(stream, payload + length)):
+                    found: dict[bytes, bytes] = {}
+                    if track_kind == b"trak":
+                        _track_boxes(stream, track, track_length, found)
+                    timing = _video_track_timing(found)
+                    if timing:
+                        return timing
+    except (OSError, struct.error, IndexError):
+        return None
+    return None
+
+
+def video_track_info(path: str) -> tuple[int, float] | None:
+    """(frames, fps) of the first video track of an mp4/mov file, or None when unreadable.
+
+    Reads only the few header fields it needs, and remembers the answer while the file
+    is unchanged: the panel asks on every redraw.
+    """
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return _cached_track_info(path, status.st_mtime, status.st_size)
+
+
+# --- Movie strips ----------------------------------------------------------------------------------
+
+
+def _strip_file(strip: Any, filepath: str) -> str:
+    return os.path.normpath(bpy.path.abspath(filepath, library=strip.id_data.library))
+
+
+def _require_movie(strip: Any) -> None:
+    if not compat.is_movie(strip):
+        kind = getattr(strip, "type", "missing").replace("_", " ").lower()
+        raise MediaError(f"“{getattr(strip, 'name', '')}” is a {kind} strip; "
+                         "choose a movie strip as the video source.")
+
+
+def _movie_path(strip: Any) -> str:
+    _require_movie(strip)
+    path = _strip_file(strip, strip.filepath)
+    if not os.path.isfile(path):
+        raise MediaError(f"The movie file of “{strip.name}” is missing: {path}")
+    return path
+
+
+def strip_source_fps(strip: Any) -> float:
+    """The frame rate of the strip's movie file (not the scene's)."""
+    fps = float(getattr(strip, "fps", 0.0) or 0.0)
+    if fps <= 0.0 and len(strip.elements):
+        fps = float(strip.elements[0].orig_fps)
+    return fps
+
+
+def strip_span(strip: Any) -> StripSpan:
+    """The strip's content and visible range on the timeline, whatever its playback rate."""
+    content_length = (strip.frame_final_end - strip.frame_final_start
+                      + round(strip.frame_offset_start) + round(strip.frame_offset_end))
+    return StripSpan(content_start=round(strip.frame_start), content_length=content_length,
+                     visible_start=strip.frame_final_start, visible_end=strip.frame_final_end,
+                     hold_start=strip.animation_offset_start, hold_end=strip.animation_offset_end)
+
+
+def _source_frame_count(strip: Any, span: StripSpan) -> int:
+    """The movie's frame count, from the file; unreadable files are taken as played 1:1."""
+    info = video_track_info(_strip_file(strip, strip.filepath))
+    if info:
+        return info[0]
+    return span.content_length + span.hold_start + span.hold_end
+
+
+def _visible_source_frames(strip: Any) -> tuple[int, int]:
+    span = strip_span(strip)
+    return source_range(span, _source_frame_count(strip, span))
+
+
+def _sound_visible_seconds(strip: Any, scene: bpy.types.Scene) -> tuple[float, float]:
+    """(start in the file, length) in seconds of what a sound strip plays."""
+    fps = compat.scene_fps(scene)
+    content_start = strip.frame_start
+    content_end = content_start + strip.frame_duration
+    shown_from = max(strip.frame_final_start, content_start)
+    shown_to = min(strip.frame_final_end, content_end)
+    start = (shown_from - content_start + strip.animation_offset_start) / fps
+    start += getattr(strip, "sound_offset", 0.0)  # 4.5+: a shift of the sound within the strip
+    return start, max(0.0, (shown_to - shown_from) / fps)
+
+
+def visible_seconds(strip: Any, scene: bpy.types.Scene) -> float:
+    """Seconds of source media the strip shows: what preparing it will send."""
+    if compat.is_sound(strip):
+        return _sound_visible_seconds(strip, scene)[1]
+    _require_movie(strip)
+    first, end = _visible_source_frames(strip)
+    fps = strip_source_fps(strip)
+    return (end - first) / fps if fps > 0 else 0.0
+
+
+def needs_cut(strip: Any, scene: bpy.types.Scene) -> bool:
+    """False when the strip shows its whole file and the service takes that file as it is."""
+    _require_movie(strip)
+    shows_whole_file = (strip.frame_offset_start <= 0 and strip.frame_offset_end <= 0
+                        and strip.animation_offset_start == 0 and strip.animation_offset_end == 0)
+    suffix = pathlib.Path(strip.filepath).suffix.lower()
+    return not (shows_whole_file and suffix in UNTOUCHED_VIDEO_SUFFIXES)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "strip"
+
+
+def _cut_request(strip: Any, work_dir: str) -> CutRequest:
+    source = _movie_path(strip)
+    span = strip_span(strip)
+    element = strip.elements[0] if len(strip.elements) else None
+    if element is None or element.orig_width <= 0 or strip_source_fps(strip) <= 0:
+        raise MediaError(f"Blender cannot read the movie of “{strip.name}”: {source}")
+    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}.mp4"
+    return CutRequest(source=source, output=str(output), fps=strip_source_fps(strip),
+                      width=element.orig_width, height=element.orig_height, span=span,
+                      colorspace=strip.colorspace_settings.name)
+
+
+def describe_video(path: str, *, is_source_file: bool) -> PreparedMedia:
+    """A PreparedMedia for an mp4/mov file, timed from its own video track."""
+    info = video_track_info(path)
+    if info is None:
+        raise MediaError(f"The video {path} has no readable video track.")
+    frames, fps = info
+    return PreparedMedia(path=path, duration=frames / fps, fps=fps, frames=frames,
+                         is_source_file=is_source_file, sha256=file_sha256(path))
+
+
+def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
+    """The untouched source; files whose track cannot be parsed (fragmented mp4) are timed by Blender."""
+    if video_track_info(path) is not None:
+        return describe_video(path, is_source_file=True)
+    first, end = _visible_source_frames(strip)
+    fps = strip_source_fps(strip)
+    return PreparedMedia(path=path, duration=(end - first) / fps, fps=fps, frames=end - first,
+                         is_source_file=True, sha256=file_sha256(path))
+
+
+def prepare_video(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
+                  on_progress: ProgressCallback | None = None) -> PreparedMedia:
+    """The video to upload, cut in this process (blocks: for background mode and tests).
+
+    ``on_progress(done, total)`` is called after each frame of a cut. ``scene`` is left
+    exactly as it was: the cut renders a temporary scene of its own.
+    """
+    source = _movie_path(strip)
+    if not needs_cut(strip, scene):
+        return _describe_source_file(strip, source)
+    request = _cut_request(strip, work_dir)
+    try:
+        cut_video.render_cut(request, on_progress=on_progress)
+    except CutError as error:
+        raise MediaError(str(error)) from error
+    return describe_video(request.output, is_source_file=False)
+
+
+def background_cut_available() -> bool:
+    """True when a Blender program exists to cut in a background process (not the bpy module)."""
+    binary = bpy.app.binary_path
+    return bool(binary) and os.path.isfile(binary)
+
+
+def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
+                      blender: str = "") -> tuple[list[str], str]:
+    """The command line of a background Blender that cuts the strip, and the file it writes.
+
+    ``blender`` defaults to ``bpy.app.binary_path``, which is empty in the bpy module: check
+    ``background_cut_available()`` and use ``prepare_video`` there. Progress lines on the
+    process's stdout read with ``parse_cut_progress``; afterwards ``describe_video(output,
+    is_source_file=False)`` gives the PreparedMedia.
+    """
+    program = blender or bpy.app.binary_path
+    if not program:
+        raise MediaError("This Blender has no program to cut the video in the background.")
+    request = _cut_request(strip, work_dir)
+    command = [program, "-b", "--factory-startup", "--python-exit-code", "1",
+               "--python", str(CUT_SCRIPT), "--", *request.to_args()]
+    return command, request.output
+
+
+def parse_cut_progress(line: str) -> float | None:
+    """The fraction done from a ``TALKING_FACE_PROGRESS <done> <total>`` line, else None."""
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != CUT_PROGRESS_PREFIX:
+        return None
+    try:
+        done, total = int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    return min(1.0, done / total) if total > 0 else None
+
+
+# --- Audio -------------------------------------------------------------------------------------
+
+
+def _audaspace() -> Any:
+    try:
+        return importlib.import_module("aud")
+    except ImportError as error:
+        raise MediaError("This Blender build has no audio support (Audaspace), "
+                         "so it cannot read or cut sound.") from error
+
+
+def _wav_seconds(path: str) -> float | None:
+    try:
+        with wave.open(path, "rb") as reader:
+            return reader.getnframes() / reader.getframerate()
+    except (wave.Error, EOFError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sound_seconds(path: str, modified: float, size: int) -> float | None:
+    if not compat.has_audio_support():
+        return _wav_seconds(path)  # the stdlib still reads WAV
+    aud = importlib.import_module("aud")
+    try:
+        sound = aud.Sound(path)
+        return sound.length / sound.specs[0]
+    except (aud.error, ZeroDivisionError):
+        return None
+
+
+def audio_file_seconds(path: str) -> float | None:
+    """How long an audio file lasts, or None when this Blender cannot read it (cheap: cached)."""
+    path = os.path.normpath(bpy.path.abspath(path))
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return _cached_sound_seconds(path, status.st_mtime, status.st_size)
+
+
+def _truncate_wav(path: str, frames: int) -> None:
+    """Drop the padding Audaspace's WAV writer adds after the last sample (up to ~20 ms)."""
+    with wave.open(path, "rb") as reader:
+        if reader.getnframes() <= frames:
+            return
+        params = reader.getparams()
+        trimmed = f"{path}.trim"
+        with wave.open(trimmed, "wb") as writer:
+            writer.setparams(params)
+            remaining = frames
+            while remaining > 0:
+                block = reader.readframes(min(remaining, 1 << 16))
+                if not block:
+                    break
+                writer.writeframes(block)
+                remaining -= len(block) // (params.sampwidth * params.nchannels)
+    os.replace(trimmed, path)
+
+
+def _write_wav_range(source: str, start: float, seconds: float, output: pathlib.Path) -> PreparedMedia:
+    aud = _audaspace()
+    try:
+        sound = aud.Sound(source)
+        rate, channels = int(sound.specs[0]), int(sound.specs[1])
+    except aud.error as error:
+        raise MediaError(f"The file {source} has no sound Blender can read.") from error
+    if channels > 2:
+        sound, channels = sound.rechannel(aud.CHANNELS_STEREO), 2
+    part = sound.limit(start, start + seconds)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    part.write(str(output), rate, channels, aud.FORMAT_S16, aud.CONTAINER_WAV, aud.CODEC_PCM)
+    samples = part.length if part.length > 0 else round(seconds * rate)
+    _truncate_wav(str(output), samples)
+    duration = _wav_seconds(str(output)) or 0.0
+    return PreparedMedia(path=str(output), duration=duration, fps=0.0, frames=0,
+                         is_source_file=False, sha256=file_sha256(str(output)))
+
+
+def prepare_audio_file(path: str) -> PreparedMedia:
+    """An audio file chosen by the artist, uploaded as it is."""
+    path = os.path.normpath(bpy.path.abspath(path))
+    if not os.path.isfile(path):
+        raise MediaError(f"The audio file is missing: {path}")
+    seconds = audio_file_seconds(path)
+    if seconds is None:
+        _audaspace()  # says so when the reason is a build without audio support
+        raise MediaError(f"The file {path} has no sound Blender can read.")
+    return PreparedMedia(path=path, duration=seconds, fps=0.0, frames=0,
+                         is_source_file=True, sha256=file_sha256(path))
+
+
+def _sound_source(strip: Any, work_dir: str) -> str:
+    """The sound's file on disk; a packed sound is written out under ``work_dir`` first."""
+    sound = strip.sound
+    if sound is None:
+        raise MediaError(f"The sound strip “{strip.name}” has no sound.")
+    if sound.packed_file is not None:
+        suffix = pathlib.Path(sound.filepath).suffix or ".wav"
+        path = pathlib.Path(work_dir) / f"{_slug(sound.name)}_packed{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(sound.packed_file.data)
+        return str(path)
+    path = _strip_file(sound, sound.filepath)
+    if not os.path.isfile(path):
+        raise MediaError(f"The sound file of “{strip.name}” is missing: {path}")
+    return path
+
+
+def _shows_whole_sound(strip: Any) -> bool:
+    return (strip.frame_offset_start <= 0 and strip.frame_offset_end <= 0
+            and strip.animation_offset_start == 0 and strip.animation_offset_end == 0
+            and getattr(strip, "sound_offset", 0.0) == 0.0)
+
+
+def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
+    """What a sound strip plays, as a file: its own file when it plays all of it, else a WAV cut."""
+    if not compat.is_sound(strip):
+        raise MediaError(f"“{getattr(strip, 'name', '')}” is not a sound strip; choose a sound strip or a file.")
+    _audaspace()
+    source = _sound_source(strip, work_dir)
+    if (strip.sound.packed_file is None and _shows_whole_sound(strip)
+            and pathlib.Path(source).suffix.lower() in UNTOUCHED_AUDIO_SUFFIXES):
+        return prepare_audio_file(source)
+    start, seconds = _sound_visible_seconds(strip, scene)
+    if seconds <= 0:
+        raise MediaError(f"The sound strip “{strip.name}” plays nothing; widen it on the timeline.")
+    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{strip.frame_final_start}-{strip.frame_final_end}.wav"
+    return _write_wav_range(source, start, seconds, output)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_has_audio(path: str, modified: float, size: int) -> bool:
+    aud = importlib.import_module("aud")
+    try:
+        return aud.Sound(path).specs[0] > 0
+    except aud.error:
+        return False
+
+
+def movie_has_audio(strip: Any) -> bool:
+    """True when the movie file has a sound stream this Blender can read (False without Audaspace)."""
+    if not compat.is_movie(strip) or not compat.has_audio_support():
+        return False
+    path = _strip_file(strip, strip.filepath)
+    try:
+        status = os.stat(path)
+    except OSError:
+        return False
+    return _file_has_audio(path, status.st_mtime, status.st_size)
+
+
+def prepare_movie_audio(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
+    """The movie strip's own sound over its visible range, as a WAV file."""
+    source = _movie_path(strip)
+    _audaspace()
+    if not movie_has_audio(strip):
+        raise MediaError(f"The movie of “{strip.name}” has no sound; choose a sound strip or a file.")
+    first, end = _visible_source_frames(strip)
+    fps = strip_source_fps(strip)
+    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_sound_{first}-{end}.wav"
+    return _write_wav_range(source, first / fps, (end - first) / fps, output)

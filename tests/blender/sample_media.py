@@ -1,0 +1,152 @@
+"""Test media made by Blender itself, and ways to read it back.
+
+Movies: every frame is one solid colour that encodes its index (27 colours from three
+levels per channel, far apart enough that H.264's noise never blurs them), rendered by
+the sequencer to H.264. Reading a movie back renders its frames to PNG with Blender's
+own decoder and turns each centre pixel back into an index.
+
+Sounds: a WAV whose samples are a slow ramp, so a sample's value tells its time in
+the file (``RAMP_PER_SECOND`` per second): a cut's first sample shows where it starts.
+
+Everything uses the installed extension's ``compat`` (passed in), never the repo's files.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import pathlib
+import wave
+from types import ModuleType
+
+import bpy
+
+# Colour strips take display-referred values: 0.2 comes out as byte 51.
+LEVELS = (0.0, 0.2, 1.0)
+LEVEL_BYTES = (0, 51, 255)
+RAMP_PER_SECOND = 8000
+CONTAINERS = {".mp4": "MPEG4", ".mov": "QUICKTIME", ".mkv": "MKV"}
+
+
+def frame_colour(index: int) -> tuple[float, float, float]:
+    return LEVELS[index % 3], LEVELS[index // 3 % 3], LEVELS[index // 9 % 3]
+
+
+def frame_index(rgb_bytes: tuple[int, int, int]) -> int:
+    """The index a colour encodes (modulo 27), from 8-bit values."""
+    levels = [min(range(3), key=lambda level, value=value: abs(LEVEL_BYTES[level] - value))
+              for value in rgb_bytes]
+    return levels[0] + 3 * levels[1] + 9 * levels[2]
+
+
+def write_ramp_wav(path: pathlib.Path, seconds: float, rate: int = 48000) -> pathlib.Path:
+    """A mono 16-bit WAV whose sample at time t is ``t * RAMP_PER_SECOND``."""
+    samples = array.array("h", (round(i * RAMP_PER_SECOND / rate) for i in range(round(seconds * rate))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(samples.tobytes())
+    return path
+
+
+def write_sine_wav(path: pathlib.Path, seconds: float, rate: int = 48000) -> pathlib.Path:
+    samples = array.array("h", (round(8000 * math.sin(2 * math.pi * 440 * i / rate))
+                                for i in range(round(seconds * rate))))
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(samples.tobytes())
+    return path
+
+
+def wav_samples(path: str) -> tuple[array.array, int]:
+    """The first channel's samples and the rate of a 16-bit WAV."""
+    with wave.open(path, "rb") as reader:
+        channels, rate = reader.getnchannels(), reader.getframerate()
+        data = array.array("h", reader.readframes(reader.getnframes()))
+    return data[::channels], rate
+
+
+def _scratch_scene(compat: ModuleType, name: str, fps: float, size: tuple[int, int]) -> bpy.types.Scene:
+    scene = bpy.data.scenes.new(name)
+    compat.set_scene_fps(scene, fps)
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    scene.view_settings.view_transform = "Standard"
+    compat.ensure_editor(scene)
+    return scene
+
+
+def make_movie(compat: ModuleType, path: pathlib.Path, *, frames: int, fps: float = 25,
+               size: tuple[int, int] = (320, 240), sound: pathlib.Path | None = None) -> pathlib.Path:
+    """An H.264 movie (container from the suffix) of ``frames`` colour-coded frames, with ``sound`` muxed in."""
+    scene = _scratch_scene(compat, "sample movie", fps, size)
+    try:
+        for index in range(frames):
+            strip = compat.new_effect(scene, f"frame {index}", "COLOR", channel=1, frame_start=index + 1, length=1)
+            strip.color = frame_colour(index)
+        if sound is not None:
+            compat.new_sound(scene, "sound", str(sound), channel=2, frame_start=1)
+        scene.frame_start, scene.frame_end = 1, frames
+        render = scene.render
+        compat.set_ffmpeg_output(render)
+        render.ffmpeg.format = CONTAINERS[path.suffix]
+        render.ffmpeg.codec = "H264"
+        render.ffmpeg.constant_rate_factor = "HIGH"
+        render.ffmpeg.audio_codec = "AAC" if sound is not None else "NONE"
+        render.filepath = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert bpy.ops.render.render(animation=True, scene=scene.name) == {"FINISHED"}
+        assert pathlib.Path(render.frame_path(frame=1)) == path, render.frame_path(frame=1)
+    finally:
+        bpy.data.scenes.remove(scene)
+    return path
+
+
+def movie_facts(compat: ModuleType, path: pathlib.Path) -> dict[str, float]:
+    """Frame count, size and rate as Blender reads the movie (a fresh strip plays it 1:1)."""
+    scene = _scratch_scene(compat, "movie facts", 25, (16, 16))
+    try:
+        strip = compat.new_movie(scene, "probe", str(path), channel=1, frame_start=1)
+        element = strip.elements[0]
+        return {"frames": strip.frame_duration, "width": element.orig_width,
+                "height": element.orig_height, "fps": strip.fps}
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
+def read_frame_indices(compat: ModuleType, path: pathlib.Path, work_dir: pathlib.Path) -> list[int]:
+    """The colour index of every frame of the movie, decoded by Blender."""
+    return [frame_index(rgb) for rgb in read_frame_colours(compat, path, work_dir)]
+
+
+def read_frame_colours(compat: ModuleType, path: pathlib.Path,
+                       work_dir: pathlib.Path) -> list[tuple[int, int, int]]:
+    """The 8-bit centre pixel of every frame of the movie, decoded by Blender."""
+    facts = movie_facts(compat, path)
+    scene = _scratch_scene(compat, "read frames", facts["fps"], (int(facts["width"]), int(facts["height"])))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        compat.new_movie(scene, "movie", str(path), channel=1, frame_start=1)
+        scene.frame_start, scene.frame_end = 1, int(facts["frames"])
+        scene.render.image_settings.file_format = "PNG"
+        scene.render.image_settings.color_mode = "RGB"
+        scene.render.filepath = str(work_dir / "frame_####")
+        assert bpy.ops.render.render(animation=True, scene=scene.name) == {"FINISHED"}
+        return [_centre_colour(pathlib.Path(scene.render.frame_path(frame=frame)))
+                for frame in range(1, int(facts["frames"]) + 1)]
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
+def _centre_colour(png: pathlib.Path) -> tuple[int, int, int]:
+    image = bpy.data.images.load(str(png))
+    try:
+        width, height = image.size
+        offset = 4 * (height // 2 * width + width // 2)
+        return tuple(round(value * 255) for value in image.pixels[offset:offset + 3])
+    finally:
+        bpy.data.images.remove(image)
