@@ -1,17 +1,69 @@
 """Main-thread glue between Blender and the bpy-free ``newport_api`` package."""
 
-_CLASSES: tuple[type, ...] = ()
+from __future__ import annotations
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import controller, job_setup, jobs_ops
+
+_CLASSES = jobs_ops.CLASSES
+
+
+@persistent
+def _resume_after_load(_filepath: str = "", *_args: object) -> None:
+    """Unfinished jobs of the file just opened continue by themselves (with a window)."""
+    if bpy.app.background:
+        return  # pipelines call bpy.ops.sequencer.talking_face_resume() when they want it
+    active = controller.get_controller()
+    active.reload()
+    if active.unfinished_jobs() and job_setup.network_blocking_reason() is None:
+        # Handlers may not start modal operators directly; the timer runs on the next idle.
+        bpy.app.timers.register(_resume_now, first_interval=0.1)
+
+
+def _resume_now() -> None:
+    if job_setup.network_blocking_reason() is None:
+        controller.get_controller().resume(job_setup.credentials())
+        jobs_ops.ensure_monitor()
+
+
+_path_before_save = [""]
+
+
+@persistent
+def _remember_path_before_save(*_args: object) -> None:
+    _path_before_save[0] = bpy.data.filepath
+
+
+@persistent
+def _adopt_jobs_after_save(*_args: object) -> None:
+    if _path_before_save[0] != bpy.data.filepath:
+        controller.get_controller().adopt_saved_file(_path_before_save[0], bpy.data.filepath)
+
+
+_HANDLERS = (
+    (bpy.app.handlers.load_post, _resume_after_load),
+    (bpy.app.handlers.save_pre, _remember_path_before_save),
+    (bpy.app.handlers.save_post, _adopt_jobs_after_save),
+)
 
 
 def register() -> None:
-    import bpy
-
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
+    for handlers, handler in _HANDLERS:
+        handlers.append(handler)
+    # Re-enabling mid-session picks up jobs a previous disable left behind.
+    _resume_after_load()
 
 
 def unregister() -> None:
-    import bpy
-
+    for handlers, handler in _HANDLERS:
+        if handler in handlers:
+            handlers.remove(handler)
+    if bpy.app.timers.is_registered(_resume_now):
+        bpy.app.timers.unregister(_resume_now)
+    controller.discard_controller()  # workers stop; their records keep the phase for next time
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -1,17 +1,17 @@
 """Panels, preferences and properties of the Talking Face extension."""
 
-_CLASSES: tuple[type, ...] = ()
+from __future__ import annotations
+
+from . import panel, preferences, properties
+
+_MODULES = (properties, preferences, panel)
 
 
 def register() -> None:
-    import bpy
-
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
+    for module in _MODULES:
+        module.register()
 
 
 def unregister() -> None:
-    import bpy
-
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+    for module in reversed(_MODULES):
+        module.unregister()

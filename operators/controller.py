@@ -1,0 +1,309 @@
+"""The main-thread side of running jobs: one controller per Blender session.
+
+Threading rules:
+
+* Everything here runs on Blender's main thread and may use ``bpy``.
+* Network work happens in ``newport_api.JobWorker`` threads, which never touch
+  ``bpy``.  They report through ``worker.events`` (plain ``JobEvent`` data);
+  ``tick()`` drains that queue, keeps ``views`` (the latest record of each job)
+  up to date, places finished results on the timeline and asks the sidebar to
+  redraw.  A tick does bounded work and never waits on the network.
+* In background mode (``blender -b``, the ``bpy`` module) nothing ticks, so
+  ``run_sync`` runs a job in the caller's thread from start to import.
+
+Jobs are stored as JSON under the extension's user folder, so they outlive a
+crash or a quit; ``resume`` picks them up again.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, NewportClient, Phase
+from ..newport_api.cancel import CancelToken
+from ..newport_api.errors import NewportError
+from ..newport_api.http import Timeouts
+from . import placement
+
+ADDON_PACKAGE = __package__.rpartition(".")[0]
+MAX_EVENTS_PER_TICK = 500
+MAX_IMPORTS_PER_TICK = 1
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a worker needs to talk to the service, read from preferences on the main thread."""
+
+    api_key: str
+    base_url: str
+    ca_bundle: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credentials(base_url={self.base_url!r}, api_key=<hidden>)"
+
+    def make_client(self, cancel: CancelToken | None = None) -> NewportClient:
+        return NewportClient(self.api_key, self.base_url, ca_bundle=self.ca_bundle or None,
+                             cancel=cancel or CancelToken(), timeouts=Timeouts())
+
+
+def user_folder(*parts: str) -> Path:
+    """A folder under the extension's user directory (never inside the extension itself)."""
+    return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=os.path.join(*parts), create=True))
+
+
+class JobController:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.worker = JobWorker(store=store)
+        self._owner_updates: dict[str, dict] = {}  # owner changes waiting for a running job to stop
+        self._key_check: threading.Thread | None = None
+        self.key_status = ""
+        self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
+        self.on_redraw: Callable[[], None] = tag_sidebar_redraw
+
+    # -- starting work -----------------------------------------------------------
+
+    def start(self, record: JobRecord, credentials: Credentials) -> None:
+        """Hand a copy of ``record`` to a worker thread; returns at once."""
+        self.store.save(record)
+        self.views[record.job_id] = record
+        self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
+
+    def run_sync(self, record: JobRecord, credentials: Credentials,
+                 log: Callable[[str], None] = print) -> JobRecord:
+        """Run a job to the end in this thread (background mode), then place its result."""
+        self.store.save(record)
+        self.views[record.job_id] = record
+        last_phase = [""]
+
+        def report(event: JobEvent) -> None:
+            if event.phase != last_phase[0]:
+                last_phase[0] = event.phase
+                log(f"Talking Face: {record.label or record.job_id[:8]}: {Phase(event.phase).label}"
+                    + (f" — {event.record.get('error')}" if event.phase == Phase.FAILED.value else ""))
+
+        with credentials.make_client() as client:
+            JobRunner(client, record, save=self.store.save, emit=report).run()
+        if record.phase == Phase.DOWNLOADED:
+            self.place(record)
+            report(JobEvent(record.job_id, record.phase.value, record.message, None, record.to_dict()))
+        return record
+
+    # -- the tick ----------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Drain worker events and import finished results.  True while any job is active."""
+        changed = self._drain_events()
+        imports = 0
+        for record in list(self.views.values()):
+            if imports >= MAX_IMPORTS_PER_TICK:
+                break
+            if record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record):
+                self.place(record)
+                imports += 1
+                changed = True
+        if changed:
+            self.on_redraw()
+        return self.has_active_jobs()
+
+    def _drain_events(self) -> bool:
+        changed = False
+        for _ in range(MAX_EVENTS_PER_TICK):
+            try:
+                event = self.worker.events.get_nowait()
+            except queue.Empty:
+                break
+            record = JobRecord.from_dict(event.record)
+            record.owner.update(self._owner_updates.get(event.job_id, {}))
+            if event.stopped and self._owner_updates.pop(event.job_id, None):
+                self.store.save(record)  # the runner no longer writes it
+            self.views[event.job_id] = record
+            changed = True
+        return changed
+
+    def has_active_jobs(self) -> bool:
+        waiting = any(record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record)
+                      for record in self.views.values())
+        checking = self._key_check is not None and self._key_check.is_alive()
+        return bool(self.worker.running_ids()) or waiting or checking
+
+    # -- the key check -----------------------------------------------------------
+
+    def check_key(self, credentials: Credentials, *, sync: bool) -> None:
+        """Ask the service about the key; the answer lands in ``key_status`` as one sentence."""
+        if self._key_check is not None and self._key_check.is_alive():
+            return
+        self.key_status = "Checking the key…"
+        if sync:
+            self._run_key_check(credentials)
+            return
+        self._key_check = threading.Thread(target=self._run_key_check, args=(credentials,), daemon=True,
+                                           name="talking-face-key-check")
+        self._key_check.start()
+
+    def _run_key_check(self, credentials: Credentials) -> None:
+        # Runs in its own thread: it only ever replaces one string, never touches bpy.
+        try:
+            with credentials.make_client() as client:
+                credits = client.remaining_credits()
+        except NewportError as error:
+            self.key_status = str(error)
+            return
+        self.key_status = ("Key accepted (the service did not report a balance)." if credits is None
+                           else f"Key accepted — {credits:g} credits left.")
+
+    def is_running(self, job_id: str) -> bool:
+        return self.worker.is_running(job_id)
+
+    # -- placing results ---------------------------------------------------------
+
+    def place(self, record: JobRecord) -> None:
+        """Put a downloaded result on the timeline (exactly once) and mark the job done."""
+        owner = record.owner
+        scene = bpy.data.scenes.get(owner.get("scene", ""))
+        try:
+            if scene is None:
+                raise NewportError(f"The scene '{owner.get('scene')}' is gone; the result is saved at "
+                                   f"{record.output_path} — add it from the file browser.")
+            names = placement.place_result(
+                scene, owner.get("source_strip", ""), record.output_path, job_id=record.job_id,
+                name=owner.get("result_name") or record.label or "Talking Face",
+                fallback_audio_path=owner.get("audio_path", ""),
+                mute_sources=bool(owner.get("mute_sources", True)),
+                source_strip_names=tuple(owner.get("source_strips", ())))
+        except NewportError as error:
+            record.fail(error)
+        except Exception as error:  # noqa: BLE001 — placement failed: keep the file, explain, never crash the tick
+            record.fail(NewportError(
+                f"The result was downloaded to {record.output_path} but could not be placed on the timeline "
+                f"({error}) — add it from the file browser."))
+        else:
+            record.owner["imported_strips"] = names
+            record.set_phase(Phase.DONE, "Placed on the timeline")
+        self.store.save(record)
+        self.views[record.job_id] = record
+
+    def _belongs_to_open_file(self, record: JobRecord) -> bool:
+        return record.owner.get("blend_file", "") == bpy.data.filepath
+
+    # -- artist actions ----------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        if self.worker.cancel(job_id):
+            return True
+        record = self.views.get(job_id)
+        if record is None or record.phase.finished:
+            return False
+        # Not running in this session (e.g. waiting to be resumed): cancel its record directly.
+        record.part_path.unlink(missing_ok=True)
+        record.set_phase(Phase.CANCELLED, "Cancelled")
+        self.store.save(record)
+        return True
+
+    def retry(self, job_id: str, credentials: Credentials, *, sync: bool = False,
+              log: Callable[[str], None] = print) -> JobRecord | None:
+        record = self.views.get(job_id)
+        if record is None or self.is_running(job_id) or not record.phase.finished:
+            return None
+        record.prepare_retry()
+        if sync:
+            return self.run_sync(record, credentials, log)
+        self.start(record, credentials)
+        return record
+
+    def unfinished_jobs(self, blend_file: str | None = None) -> list[JobRecord]:
+        blend_file = bpy.data.filepath if blend_file is None else blend_file
+        return [record for record in self.views.values()
+                if not record.phase.finished and not self.is_running(record.job_id)
+                and record.owner.get("blend_file", "") == blend_file]
+
+    def resume(self, credentials: Credentials, *, sync: bool = False,
+               log: Callable[[str], None] = print) -> list[JobRecord]:
+        """Continue every unfinished job of the open file from its recorded phase."""
+        self.reload()
+        resumed = []
+        for record in self.unfinished_jobs():
+            if record.phase == Phase.DOWNLOADED:
+                self.place(record)
+            elif sync:
+                self.run_sync(record, credentials, log)
+            else:
+                self.start(record, credentials)
+            resumed.append(record)
+        return resumed
+
+    def dismiss(self, job_id: str) -> None:
+        record = self.views.get(job_id)
+        if record is not None and record.phase.finished:
+            del self.views[job_id]
+            self.store.delete(job_id)
+
+    def reload(self) -> None:
+        """Re-read records from disk, keeping the in-memory view of jobs running here."""
+        for record in self.store.load_all():
+            if not self.is_running(record.job_id):
+                self.views[record.job_id] = record
+
+    def adopt_saved_file(self, old_path: str, new_path: str) -> None:
+        """A file saved for the first time (or saved as) takes its unfinished jobs along."""
+        for record in self.views.values():
+            if record.owner.get("blend_file", "") != old_path or record.phase.finished:
+                continue
+            record.owner["blend_file"] = new_path
+            if self.is_running(record.job_id):
+                self._owner_updates.setdefault(record.job_id, {})["blend_file"] = new_path
+            else:
+                self.store.save(record)
+
+    def jobs_for_file(self, blend_file: str | None = None) -> list[JobRecord]:
+        blend_file = bpy.data.filepath if blend_file is None else blend_file
+        records = [record for record in self.views.values() if record.owner.get("blend_file", "") == blend_file]
+        return sorted(records, key=lambda record: record.created_at, reverse=True)
+
+    def shutdown(self) -> None:
+        """Stop worker threads without cancelling: their jobs resume next time."""
+        self.worker.shutdown()
+        self._drain_events()
+
+
+def tag_sidebar_redraw() -> None:
+    window_manager = bpy.context.window_manager
+    if window_manager is None:
+        return
+    for window in window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "SEQUENCE_EDITOR":
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
+
+
+def elapsed_text(record: JobRecord, now: float | None = None) -> str:
+    end = record.finished_at or (now or time.time())
+    seconds = max(0, int(end - record.created_at))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+_controller: JobController | None = None
+
+
+def get_controller() -> JobController:
+    global _controller
+    if _controller is None:
+        _controller = JobController(JobStore(user_folder("jobs")))
+    return _controller
+
+
+def discard_controller() -> None:
+    global _controller
+    if _controller is not None:
+        _controller.shutdown()
+    _controller = None

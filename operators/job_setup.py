@@ -1,0 +1,242 @@
+"""From the artist's settings to a job: what to send, whether it can be sent, what it costs.
+
+Everything here reads Blender state on the main thread.  ``blocking_reason``
+is cheap enough for ``poll()`` and ``draw()``; ``plan_job`` does the real
+preparation work (cutting the strip's visible range) and is only called when
+the artist presses Generate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from ..newport_api import JobRecord, estimate_credits
+from ..newport_api.errors import NewportError
+from ..newport_api.http import check_base_url
+from . import compat, media
+from .controller import ADDON_PACKAGE, Credentials, user_folder
+
+ENV_API_KEY = "NEWPORT_API_KEY"
+RESULT_SUFFIX = ".mp4"
+
+
+# -- preferences and credentials -------------------------------------------------
+
+def preferences() -> bpy.types.AddonPreferences | None:
+    addon = bpy.context.preferences.addons.get(ADDON_PACKAGE)
+    return addon.preferences if addon else None
+
+
+def key_source() -> str:
+    """'environment', 'preferences' or '' — the environment wins when both are set."""
+    if os.environ.get(ENV_API_KEY, "").strip():
+        return "environment"
+    prefs = preferences()
+    return "preferences" if prefs and prefs.api_key.strip() else ""
+
+
+def credentials() -> Credentials:
+    prefs = preferences()
+    key = os.environ.get(ENV_API_KEY, "").strip() or (prefs.api_key.strip() if prefs else "")
+    base_url = prefs.base_url.strip() if prefs else ""
+    ca_bundle = bpy.path.abspath(prefs.ca_bundle) if prefs and prefs.ca_bundle else ""
+    return Credentials(api_key=key, base_url=base_url or "https://api.newportai.com", ca_bundle=ca_bundle)
+
+
+def network_blocking_reason() -> str | None:
+    """Why no request may be sent right now, or None."""
+    if not bpy.app.online_access:
+        return "Online access is off — allow it in Preferences ▸ System ▸ Network."
+    if not key_source():
+        return "Add your Newport AI API key in Preferences ▸ Add-ons ▸ Talking Face."
+    try:
+        check_base_url(credentials().base_url)
+    except NewportError as error:
+        return str(error)
+    return None
+
+
+# -- what the settings point at ----------------------------------------------------
+
+@dataclass(frozen=True)
+class AudioChoice:
+    kind: str  # "STRIP", "FILE" or "MOVIE"
+    strip: bpy.types.Sequence | None = None
+    path: str = ""
+
+
+def settings(context: bpy.types.Context):
+    return context.scene.talking_face
+
+
+def video_strip(context: bpy.types.Context):
+    """The chosen movie strip, or the active strip when none is chosen."""
+    scene = context.scene
+    if scene.sequence_editor is None:
+        return None
+    name = settings(context).video_strip
+    if name:
+        return compat.all_strips(scene).get(name)
+    active = scene.sequence_editor.active_strip
+    return active if active is not None and compat.is_movie(active) else None
+
+
+def audio_choice(context: bpy.types.Context) -> AudioChoice:
+    options = settings(context)
+    if options.audio_source == "MOVIE":
+        return AudioChoice("MOVIE", strip=video_strip(context))
+    if options.audio_source == "STRIP" and options.audio_strip and context.scene.sequence_editor:
+        return AudioChoice("STRIP", strip=compat.all_strips(context.scene).get(options.audio_strip))
+    return AudioChoice("FILE", path=bpy.path.abspath(options.audio_file) if options.audio_file else "")
+
+
+def strip_file(strip) -> str:
+    return bpy.path.abspath(strip.filepath, library=strip.id_data.library)
+
+
+def blocking_reason(context: bpy.types.Context, *, include_network: bool = True) -> str | None:
+    """One sentence on why Generate cannot run, or None when it can."""
+    reason = _inputs_blocking_reason(context)
+    if reason is None and include_network:
+        reason = network_blocking_reason()
+    return reason
+
+
+def _inputs_blocking_reason(context: bpy.types.Context) -> str | None:
+    if context.scene is None or not hasattr(context.scene, "talking_face"):
+        return "Open a scene with a Video Sequencer to use Talking Face."
+    strip = video_strip(context)
+    name = settings(context).video_strip
+    if strip is None:
+        return (f"There is no strip called '{name}' — pick the movie strip again." if name
+                else "Select a movie strip (or pick one in the panel) to lip-sync.")
+    if not compat.is_movie(strip):
+        return f"'{strip.name}' is not a movie strip — pick a movie strip to lip-sync."
+    if not os.path.isfile(strip_file(strip)):
+        return f"The movie file of '{strip.name}' is missing — relink it, then try again."
+    return _audio_blocking_reason(context)
+
+
+def _audio_blocking_reason(context: bpy.types.Context) -> str | None:
+    choice = audio_choice(context)
+    options = settings(context)
+    if choice.kind == "STRIP":
+        if choice.strip is None:
+            return f"There is no strip called '{options.audio_strip}' — pick the sound strip again."
+        if not compat.is_sound(choice.strip):
+            return f"'{choice.strip.name}' is not a sound strip — pick a sound strip for the audio."
+    elif choice.kind == "FILE":
+        if not choice.path:
+            return "Pick the audio to speak: a sound strip or an audio file."
+        if not os.path.isfile(choice.path):
+            return f"The audio file '{choice.path}' does not exist — pick it again."
+    elif choice.strip is not None and not media.movie_has_audio(choice.strip):
+        return f"The movie in '{choice.strip.name}' has no sound — pick a sound strip or an audio file."
+    if options.vocals_file and not os.path.isfile(bpy.path.abspath(options.vocals_file)):
+        return f"The vocals file '{options.vocals_file}' does not exist — pick it again or clear it."
+    return None
+
+
+# -- cost ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    video_seconds: float
+    audio_seconds: float | None  # None when it cannot be told cheaply
+    source_fps: float
+    credits: float
+
+    @property
+    def durations_differ(self) -> bool:
+        return self.audio_seconds is not None and abs(self.audio_seconds - self.video_seconds) > 0.05
+
+
+def estimate(context: bpy.types.Context) -> Estimate | None:
+    """Credits for the job as it stands: the result follows the audio's length."""
+    if _inputs_blocking_reason(context) is not None:
+        return None
+    strip = video_strip(context)
+    scene = context.scene
+    video_seconds = media.visible_seconds(strip, scene)
+    audio_seconds = _audio_seconds(context)
+    source_fps = media.strip_source_fps(strip)
+    billed = audio_seconds if audio_seconds is not None else video_seconds
+    fps_original = settings(context).fps_mode == "ORIGINAL"
+    return Estimate(video_seconds, audio_seconds, source_fps,
+                    estimate_credits(billed, fps_original=fps_original, source_fps=source_fps))
+
+
+def _audio_seconds(context: bpy.types.Context) -> float | None:
+    choice = audio_choice(context)
+    if choice.kind == "STRIP" and choice.strip is not None:
+        return media.visible_seconds(choice.strip, context.scene)
+    if choice.kind == "MOVIE" and choice.strip is not None:
+        return media.visible_seconds(choice.strip, context.scene)
+    return media.audio_file_seconds(choice.path) if choice.path else None
+
+
+# -- the job --------------------------------------------------------------------------
+
+def output_folder() -> Path:
+    """The artist's output folder; an unsaved file's '//' falls back to the user folder."""
+    prefs = preferences()
+    folder = prefs.output_dir if prefs else "//talking_face/"
+    if folder.startswith("//") and not bpy.data.filepath:
+        return user_folder("results")
+    return Path(bpy.path.abspath(folder or "//talking_face/"))
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "clip"
+
+
+def plan_job(context: bpy.types.Context) -> JobRecord:
+    """Prepare the inputs and describe the job; raises ``media.MediaError`` with a sentence."""
+    scene = context.scene
+    strip = video_strip(context)
+    options = settings(context)
+    record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
+    work_dir = user_folder("work", record.job_id)
+    video = media.prepare_video(strip, scene, str(work_dir))
+    audio = _prepare_audio(context, str(work_dir))
+    record.video = video.path
+    record.audio = audio.path
+    record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
+    record.width, record.height = options.video_width, options.video_height
+    record.enhance = options.enhance
+    record.fps_original = options.fps_mode == "ORIGINAL"
+    output = output_folder()
+    output.mkdir(parents=True, exist_ok=True)
+    record.output_path = str(output / f"{safe_name(strip.name)}_talking_face_{record.job_id[:8]}{RESULT_SUFFIX}")
+    choice = audio_choice(context)
+    prefs = preferences()
+    record.owner = {
+        "blend_file": bpy.data.filepath,
+        "scene": scene.name,
+        "source_strip": strip.name,
+        "source_strips": [strip.name] + ([choice.strip.name] if choice.kind == "STRIP" else []),
+        "result_name": f"{strip.name} TF",
+        "audio_path": audio.path,
+        "mute_sources": bool(prefs.mute_sources) if prefs else True,
+        "work_dir": str(work_dir),
+        "video_seconds": video.duration,
+        "audio_seconds": audio.duration,
+        "source_fps": video.fps,
+        "video_sha256": video.sha256,
+        "audio_sha256": audio.sha256,
+    }
+    return record
+
+
+def _prepare_audio(context: bpy.types.Context, work_dir: str) -> media.PreparedMedia:
+    choice = audio_choice(context)
+    if choice.kind == "STRIP":
+        return media.prepare_audio_strip(choice.strip, context.scene, work_dir)
+    if choice.kind == "MOVIE":
+        return media.prepare_movie_audio(choice.strip, context.scene, work_dir)
+    return media.prepare_audio_file(choice.path)

@@ -1,0 +1,288 @@
+"""Operators of the Talking Face workflow: ``bpy.ops.sequencer.talking_face_*``.
+
+With a window, Generate hands the job to a worker thread and makes sure the
+modal monitor is ticking; the artist keeps editing.  In background mode
+(``blender -b``, the ``bpy`` module) nothing would ever tick, so the same
+operators run the job to completion before they return.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from ..newport_api import Phase
+from . import compat, job_setup
+from .controller import get_controller
+from .media import MediaError
+
+TICK_SECONDS = 0.2
+RUN_MODES = (
+    ("AUTO", "Auto", "Run in the background with a window, to completion without one"),
+    ("ASYNC", "Async", "Always run in worker threads (for scripts that drive the controller's tick)"),
+    ("SYNC", "Sync", "Always run to completion before returning"),
+)
+
+
+def runs_synchronously(mode: str) -> bool:
+    return mode == "SYNC" or (mode == "AUTO" and bpy.app.background)
+
+
+class TalkingFaceOperator:
+    """Shared poll plumbing: ``disabled_reason`` says why the button is grey."""
+
+    bl_options = {"REGISTER"}  # noqa: RUF012 — Blender reads a plain set here
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        reason = cls.disabled_reason(context)
+        if reason:
+            cls.poll_message_set(reason)
+        return reason is None
+
+
+class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator):
+    """Lip-sync the movie strip to the chosen audio with Newport AI"""
+
+    bl_idname = "sequencer.talking_face_generate"
+    bl_label = "Generate Talking Face"
+
+    mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return job_setup.blocking_reason(context)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            record = job_setup.plan_job(context)
+        except MediaError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        controller = get_controller()
+        credentials = job_setup.credentials()
+        if runs_synchronously(self.mode):
+            controller.run_sync(record, credentials, log=print)
+            if record.phase != Phase.DONE:
+                self.report({"ERROR"}, record.error or record.message)
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"Talking Face: '{record.label}' is on the timeline.")
+            return {"FINISHED"}
+        controller.start(record, credentials)
+        ensure_monitor()
+        self.report({"INFO"}, f"Talking Face: started '{record.label}'.")
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_monitor(bpy.types.Operator):
+    """Keep Talking Face jobs moving while you work (runs by itself)"""
+
+    bl_idname = "sequencer.talking_face_monitor"
+    bl_label = "Talking Face Monitor"
+    bl_options = {"INTERNAL"}  # noqa: RUF012 — Blender reads a plain set here
+
+    running = False  # one monitor at a time, across all windows
+    _timer = None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if SEQUENCER_OT_talking_face_monitor.running or context.window is None:
+            return {"CANCELLED"}
+        SEQUENCER_OT_talking_face_monitor.running = True
+        self._timer = context.window_manager.event_timer_add(TICK_SECONDS, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        get_controller().tick()  # no window (background mode): a single tick
+        return {"FINISHED"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if get_controller().tick():
+            return {"PASS_THROUGH"}
+        self._stop(context)
+        return {"FINISHED"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        self._stop(context)
+
+    def _stop(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        SEQUENCER_OT_talking_face_monitor.running = False
+
+
+def ensure_monitor() -> None:
+    """Start the modal monitor if a window can host it (never in background mode)."""
+    if bpy.app.background or SEQUENCER_OT_talking_face_monitor.running:
+        return
+    window_manager = bpy.context.window_manager
+    window = bpy.context.window or (window_manager.windows[0] if window_manager and window_manager.windows else None)
+    if window is None:
+        return
+    with bpy.context.temp_override(window=window):
+        bpy.ops.sequencer.talking_face_monitor("INVOKE_DEFAULT")
+
+
+class JobOperator(TalkingFaceOperator):
+    job_id: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+
+    def record(self):
+        return get_controller().views.get(self.job_id)
+
+
+class SEQUENCER_OT_talking_face_cancel(JobOperator, bpy.types.Operator):
+    """Cancel this Talking Face job (or every running one when no job is given)"""
+
+    bl_idname = "sequencer.talking_face_cancel"
+    bl_label = "Cancel Talking Face Job"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controller = get_controller()
+        job_ids = [self.job_id] if self.job_id else [job.job_id for job in controller.views.values()
+                                                      if not job.phase.finished]
+        cancelled = [job_id for job_id in job_ids if controller.cancel(job_id)]
+        if not cancelled:
+            self.report({"WARNING"}, "There is no running Talking Face job to cancel.")
+            return {"CANCELLED"}
+        ensure_monitor()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_retry(JobOperator, bpy.types.Operator):
+    """Run a failed or cancelled job again, reusing whatever is still valid"""
+
+    bl_idname = "sequencer.talking_face_retry"
+    bl_label = "Retry Talking Face Job"
+
+    mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return job_setup.network_blocking_reason()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controller = get_controller()
+        record = controller.retry(self.job_id, job_setup.credentials(), sync=runs_synchronously(self.mode))
+        if record is None:
+            self.report({"WARNING"}, "Only a failed or cancelled job can be retried.")
+            return {"CANCELLED"}
+        if record.phase == Phase.FAILED:
+            self.report({"ERROR"}, record.error)
+            return {"CANCELLED"}
+        ensure_monitor()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_resume(TalkingFaceOperator, bpy.types.Operator):
+    """Continue every unfinished Talking Face job of this file"""
+
+    bl_idname = "sequencer.talking_face_resume"
+    bl_label = "Resume Talking Face Jobs"
+
+    mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return job_setup.network_blocking_reason()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        resumed = get_controller().resume(job_setup.credentials(), sync=runs_synchronously(self.mode))
+        failed = [record for record in resumed if record.phase == Phase.FAILED]
+        if failed:
+            self.report({"ERROR"}, failed[0].error)
+        self.report({"INFO"}, f"Talking Face: resumed {len(resumed)} job(s).")
+        ensure_monitor()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_check_key(TalkingFaceOperator, bpy.types.Operator):
+    """Ask Newport AI whether the API key works, and how many credits are left"""
+
+    bl_idname = "sequencer.talking_face_check_key"
+    bl_label = "Check Key"
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return job_setup.network_blocking_reason()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controller = get_controller()
+        controller.check_key(job_setup.credentials(), sync=bpy.app.background)
+        if bpy.app.background:
+            self.report({"INFO"}, controller.key_status)
+        else:
+            ensure_monitor()
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_show(JobOperator, bpy.types.Operator):
+    """Select the job's result strips and make the first one active"""
+
+    bl_idname = "sequencer.talking_face_show"
+    bl_label = "Show in Sequencer"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        record = self.record()
+        names = record.owner.get("imported_strips", []) if record else []
+        scene = bpy.data.scenes.get(record.owner.get("scene", "")) if record else None
+        strips = [compat.all_strips(scene).get(name) for name in names] if scene else []
+        strips = [strip for strip in strips if strip is not None]
+        if not strips:
+            self.report({"WARNING"}, "The result strips are no longer in the sequencer.")
+            return {"CANCELLED"}
+        for strip in compat.all_strips(scene):
+            strip.select = False
+        for strip in strips:
+            strip.select = True
+        scene.sequence_editor.active_strip = strips[0]
+        scene.frame_current = strips[0].frame_final_start
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_open_folder(JobOperator, bpy.types.Operator):
+    """Open the folder that holds the job's result"""
+
+    bl_idname = "sequencer.talking_face_open_folder"
+    bl_label = "Open Folder"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        record = self.record()
+        folder = os.path.dirname(record.output_path) if record else str(job_setup.output_folder())
+        if not os.path.isdir(folder):
+            self.report({"WARNING"}, f"The folder '{folder}' does not exist yet.")
+            return {"CANCELLED"}
+        bpy.ops.wm.path_open(filepath=folder)
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_dismiss(JobOperator, bpy.types.Operator):
+    """Remove a finished job from the list (its result file and strips stay)"""
+
+    bl_idname = "sequencer.talking_face_dismiss"
+    bl_label = "Dismiss"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        get_controller().dismiss(self.job_id)
+        return {"FINISHED"}
+
+
+CLASSES = (
+    SEQUENCER_OT_talking_face_generate,
+    SEQUENCER_OT_talking_face_monitor,
+    SEQUENCER_OT_talking_face_cancel,
+    SEQUENCER_OT_talking_face_retry,
+    SEQUENCER_OT_talking_face_resume,
+    SEQUENCER_OT_talking_face_check_key,
+    SEQUENCER_OT_talking_face_show,
+    SEQUENCER_OT_talking_face_open_folder,
+    SEQUENCER_OT_talking_face_dismiss,
+)

@@ -1,0 +1,245 @@
+"""The artist's workflow in real Blender, through the installed extension, against the sandbox.
+
+Background mode (the bpy module) runs Generate synchronously; the modal path is
+driven here by calling the controller's ``tick()`` the way the modal timer does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import time
+from types import ModuleType
+
+import bpy
+import pytest
+import sample_media
+
+EXTENSION_MODULE = "bl_ext.user_default.talking_face"
+API_KEY = "sk-workflow-test-7f3a9c1e5b"
+MOVIE_FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def movie(extension: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    folder = tmp_path_factory.mktemp("media")
+    return sample_media.make_movie(extension.operators.compat, folder / "take.mp4", frames=MOVIE_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return sample_media.write_sine_wav(tmp_path_factory.mktemp("audio") / "line.wav", seconds=1.2)
+
+
+@pytest.fixture
+def sandbox(extension: ModuleType):
+    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
+    with sandbox_module.Sandbox(processing_seconds=0.2, queued_seconds=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def prefs(extension: ModuleType, sandbox, tmp_path: pathlib.Path):
+    preferences = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    preferences.api_key = API_KEY
+    preferences.base_url = sandbox.base_url
+    preferences.output_dir = str(tmp_path / "results")
+    bpy.context.preferences.system.use_online_access = True
+    yield preferences
+    preferences.api_key = ""
+
+
+@pytest.fixture
+def scene(extension: ModuleType, movie: pathlib.Path, speech: pathlib.Path, prefs):
+    """A fresh scene with the movie at frame 11 (trimmed by nothing) and the speech as a file."""
+    compat = extension.operators.compat
+    fresh = bpy.data.scenes.new("workflow")
+    compat.set_scene_fps(fresh, 25)
+    bpy.context.window.scene = fresh
+    compat.ensure_editor(fresh)
+    strip = compat.new_movie(fresh, "Take 3", str(movie), channel=2, frame_start=11)
+    fresh.sequence_editor.active_strip = strip
+    settings = fresh.talking_face
+    settings.audio_source = "FILE"
+    settings.audio_file = str(speech)
+    yield fresh
+    bpy.data.scenes.remove(fresh)
+
+
+def controller(extension: ModuleType):
+    return extension.operators.controller.get_controller()
+
+
+def imported_strips(extension: ModuleType, scene, job_id: str) -> list:
+    compat = extension.operators.compat
+    return [strip for strip in compat.all_strips(scene) if strip.get("talking_face_job") == job_id]
+
+
+def newest_job(extension: ModuleType):
+    return max(controller(extension).views.values(), key=lambda record: record.created_at)
+
+
+def tick_until(extension: ModuleType, predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        controller(extension).tick()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_generate_places_the_result_above_the_source(extension, scene, sandbox, movie, capsys):
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    record = newest_job(extension)
+    assert record.phase.value == "done", record.error
+    [result] = [strip for strip in imported_strips(extension, scene, record.job_id)
+                if extension.operators.compat.is_movie(strip)]
+    assert pathlib.Path(bpy.path.abspath(result.filepath)) == pathlib.Path(record.output_path)
+    assert pathlib.Path(record.output_path).read_bytes() == movie.read_bytes()  # the sandbox echoes the source
+    source = extension.operators.compat.all_strips(scene)["Take 3"]
+    assert result.channel > source.channel
+    assert result.frame_final_start == source.frame_final_start == 11
+    assert scene.sequence_editor.active_strip == result and result.select
+    assert sandbox.count("submit") == 1
+    printed = capsys.readouterr().out
+    for phase in ("Uploading", "Submitting", "Downloading", "Done"):
+        assert f": {phase}" in printed
+
+
+def test_generating_again_is_a_new_job_never_a_second_import_of_the_old(extension, scene, sandbox):
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    first = newest_job(extension)
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    second = newest_job(extension)
+    assert first.job_id != second.job_id
+    assert sandbox.count("submit") == 2
+    controller(extension).place(first)  # placing a finished job again must not duplicate it
+    for record in (first, second):
+        movies = [s for s in imported_strips(extension, scene, record.job_id)
+                  if extension.operators.compat.is_movie(s)]
+        assert len(movies) == 1
+
+
+def test_generate_with_a_sound_strip(extension, scene, sandbox, speech):
+    compat = extension.operators.compat
+    if not compat.has_audio_support():
+        pytest.skip("this bpy wheel has no audio support (aud missing, new_sound raises): "
+                    "sound strips are covered on the 4.5 and 5.0 wheels")
+    compat.new_sound(scene, "New line", str(speech), channel=1, frame_start=11)
+    scene.talking_face.audio_source = "STRIP"
+    scene.talking_face.audio_strip = "New line"
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    record = newest_job(extension)
+    strips = imported_strips(extension, scene, record.job_id)
+    assert any(compat.is_sound(strip) for strip in strips)
+    sources = [compat.all_strips(scene)["Take 3"], compat.all_strips(scene)["New line"]]
+    assert all(strip.mute for strip in sources), "sources are muted after import by default"
+    assert min(strip.channel for strip in strips) > max(strip.channel for strip in sources)
+
+
+def test_the_saved_blend_never_contains_the_key(extension, scene, sandbox, tmp_path):
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    path = tmp_path / "saved.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, compress=False)
+    assert API_KEY.encode() not in path.read_bytes()
+    for job_file in controller(extension).store.directory.iterdir():
+        assert API_KEY not in job_file.read_text()
+
+
+def test_with_online_access_off_generate_is_refused_and_nothing_is_sent(extension, scene, sandbox):
+    bpy.context.preferences.system.use_online_access = False
+    try:
+        assert bpy.ops.sequencer.talking_face_generate.poll() is False
+        with pytest.raises(RuntimeError, match="Online access is off"):
+            bpy.ops.sequencer.talking_face_generate()
+    finally:
+        bpy.context.preferences.system.use_online_access = True
+    assert sandbox.requests == []
+
+
+@pytest.mark.parametrize("setting,reason", [
+    ("no_key", "Add your Newport AI API key"),
+    ("no_audio", "Pick the audio to speak"),
+    ("missing_audio", "does not exist"),
+    ("no_strip", "Select a movie strip"),
+])
+def test_generate_says_why_it_cannot_run(extension, scene, prefs, setting, reason):
+    if setting == "no_key":
+        prefs.api_key = ""
+    elif setting == "no_audio":
+        scene.talking_face.audio_file = ""
+    elif setting == "missing_audio":
+        scene.talking_face.audio_file = "/nonexistent/line.wav"
+    elif setting == "no_strip":
+        scene.sequence_editor.active_strip = None
+    assert reason in extension.operators.job_setup.blocking_reason(bpy.context)
+    with pytest.raises(RuntimeError, match=reason):
+        bpy.ops.sequencer.talking_face_generate()
+
+
+def test_the_modal_path_runs_jobs_in_threads_and_imports_on_tick(extension, scene, sandbox):
+    started = time.monotonic()
+    assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+    assert time.monotonic() - started < 2.0, "Generate must return at once"
+    record_id = newest_job(extension).job_id
+    assert tick_until(extension, lambda: controller(extension).views[record_id].phase.value == "done")
+    assert imported_strips(extension, scene, record_id)
+    assert not controller(extension).tick(), "nothing left to do: the monitor may stop"
+
+
+@pytest.mark.parametrize("phase,fault,options", [
+    ("uploading", ("storage", "slow"), {"bytes_per_second": 20_000}),
+    ("queued", ("poll", "status0"), {}),
+])
+def test_cancel_mid_job_imports_nothing(extension, scene, sandbox, phase, fault, options):
+    sandbox.inject(*fault, times=None, **options)
+    assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+    job_id = newest_job(extension).job_id
+    assert tick_until(extension, lambda: controller(extension).views[job_id].phase.value == phase)
+    assert bpy.ops.sequencer.talking_face_cancel(job_id=job_id) == {"FINISHED"}
+    assert tick_until(extension, lambda: controller(extension).views[job_id].phase.value == "cancelled"
+                      and not controller(extension).is_running(job_id), timeout=1.0)
+    assert imported_strips(extension, scene, job_id) == []
+    assert sandbox.count("submit") <= 1
+
+
+def test_retry_after_a_failure_completes_the_job(extension, scene, sandbox):
+    sandbox.inject("poll", "task_failed", reason="No face was detected")
+    with pytest.raises(RuntimeError, match="No face was detected"):  # pipelines see the reason
+        bpy.ops.sequencer.talking_face_generate()
+    record = newest_job(extension)
+    assert record.phase.value == "failed" and "No face was detected" in record.error
+    sandbox.reset()
+    assert bpy.ops.sequencer.talking_face_retry(job_id=record.job_id) == {"FINISHED"}
+    assert controller(extension).views[record.job_id].phase.value == "done"
+    assert imported_strips(extension, scene, record.job_id)
+
+
+def test_disable_and_enable_with_a_job_running_resumes_without_paying_again(extension, scene, sandbox):
+    sandbox.inject("poll", "status0", times=None)
+    assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+    job_id = newest_job(extension).job_id
+    assert tick_until(extension, lambda: controller(extension).views[job_id].phase.value == "queued")
+    bpy.ops.preferences.addon_disable(module=EXTENSION_MODULE)
+    bpy.ops.preferences.addon_enable(module=EXTENSION_MODULE)
+    sandbox.clear_faults()
+    bpy.context.preferences.addons[EXTENSION_MODULE].preferences.api_key = API_KEY
+    bpy.context.preferences.addons[EXTENSION_MODULE].preferences.base_url = sandbox.base_url
+    assert bpy.ops.sequencer.talking_face_resume() == {"FINISHED"}
+    assert controller(extension).views[job_id].phase.value == "done"
+    assert sandbox.count("submit") == 1
+    assert imported_strips(extension, scene, job_id)
+
+
+def test_the_panel_draws_on_a_real_layout(extension, scene, sandbox, capfd):
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    sandbox.inject("poll", "task_failed")
+    with pytest.raises(RuntimeError, match="could not make this clip"):  # a failed job in the list too
+        bpy.ops.sequencer.talking_face_generate()
+    layout = bpy.context.window_manager.popmenu_begin__internal("talking face test").layout
+    extension.ui.panel.draw_job_form(layout, bpy.context)
+    extension.ui.panel.draw_jobs(layout, bpy.context)
+    captured = capfd.readouterr()
+    assert "not found" not in captured.err
+    assert "Error" not in captured.err

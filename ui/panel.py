@@ -1,0 +1,149 @@
+"""The Talking Face tab in the Sequencer's sidebar: the job to make, and the jobs made."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..newport_api import JobRecord, Phase
+from ..operators import compat, job_setup
+from ..operators.controller import elapsed_text, get_controller
+
+MAX_LISTED_JOBS = 8
+PHASE_ICONS = {
+    Phase.DONE: "CHECKMARK",
+    Phase.FAILED: "ERROR",
+    Phase.CANCELLED: "CANCEL",
+}
+
+
+class SEQUENCER_PT_talking_face(bpy.types.Panel):
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Talking Face"
+    bl_label = "Talking Face"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_job_form(self.layout, context)
+
+
+class SEQUENCER_PT_talking_face_jobs(bpy.types.Panel):
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Talking Face"
+    bl_label = "Jobs"
+    bl_parent_id = "SEQUENCER_PT_talking_face"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_jobs(self.layout, context)
+
+
+def draw_job_form(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    layout.use_property_split = True
+    layout.use_property_decorate = False
+    options = context.scene.talking_face
+    _draw_sources(layout, context, options)
+    _draw_options(layout, options)
+    _draw_estimate(layout, context)
+    _draw_generate(layout, context)
+
+
+def _draw_sources(layout: bpy.types.UILayout, context: bpy.types.Context, options) -> None:
+    editor = context.scene.sequence_editor
+    column = layout.column()
+    if editor is not None:
+        column.prop_search(options, "video_strip", editor, compat.ALL_STRIPS_PROPERTY, text="Movie")
+        if not options.video_strip:
+            strip = job_setup.video_strip(context)
+            column.label(text=f"Using the active strip: {strip.name}" if strip else "No active movie strip")
+    column.prop(options, "audio_source")
+    if options.audio_source == "STRIP" and editor is not None:
+        column.prop_search(options, "audio_strip", editor, compat.ALL_STRIPS_PROPERTY, text="Sound")
+    elif options.audio_source == "FILE":
+        column.prop(options, "audio_file")
+    column.prop(options, "vocals_file")
+
+
+def _draw_options(layout: bpy.types.UILayout, options) -> None:
+    column = layout.column(heading="Output")
+    row = column.row(align=True)
+    row.prop(options, "video_width")
+    row.prop(options, "video_height")
+    if options.video_width == 0 and options.video_height == 0:
+        column.label(text="Size: same as the source")
+    column.prop(options, "enhance")
+    column.prop(options, "fps_mode")
+    column.prop(options, "regenerate")
+
+
+def _draw_estimate(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    estimate = job_setup.estimate(context)
+    if estimate is None:
+        return
+    box = layout.box()
+    box.label(text=f"Estimated cost: {estimate.credits:.1f} credits", icon="FUND")
+    audio = "unknown" if estimate.audio_seconds is None else f"{estimate.audio_seconds:.2f} s"
+    box.label(text=f"Video {estimate.video_seconds:.2f} s · audio {audio}")
+    if estimate.durations_differ:
+        box.label(text="The result will last as long as the audio.", icon="INFO")
+    scene_fps = compat.scene_fps(context.scene)
+    if abs(estimate.source_fps - scene_fps) > 0.01:
+        box.label(text=f"Source is {estimate.source_fps:g} fps, the scene {scene_fps:g} fps; "
+                       "the result is retimed to stay in sync.", icon="INFO")
+
+
+def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    reason = job_setup.blocking_reason(context)
+    row = layout.row()
+    row.scale_y = 1.4
+    row.enabled = reason is None
+    row.operator("sequencer.talking_face_generate", icon="PLAY")
+    if reason:
+        layout.label(text=reason, icon="INFO")
+    if job_setup.key_source() == "environment":
+        layout.label(text="Using the API key from NEWPORT_API_KEY.", icon="KEYINGSET")
+
+
+def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    jobs = get_controller().jobs_for_file()
+    if not jobs:
+        layout.label(text="No jobs for this file yet.")
+        return
+    for record in jobs[:MAX_LISTED_JOBS]:
+        draw_job(layout.box(), record)
+    if any(not record.phase.finished for record in jobs):
+        layout.operator("sequencer.talking_face_cancel", text="Cancel All", icon="CANCEL")
+
+
+def draw_job(box: bpy.types.UILayout, record: JobRecord) -> None:
+    header = box.row()
+    header.label(text=record.label or record.job_id[:8], icon=PHASE_ICONS.get(record.phase, "SORTTIME"))
+    header.label(text=f"{record.phase.label} · {elapsed_text(record)}")
+    if record.progress is not None and not record.phase.finished:
+        compat.draw_progress(box, record.progress, record.message)
+    elif record.phase == Phase.FAILED:
+        box.label(text=record.error, icon="ERROR")
+    elif record.message and not record.phase.finished:
+        box.label(text=record.message)
+    row = box.row(align=True)
+    if not record.phase.finished:
+        row.operator("sequencer.talking_face_cancel", text="Cancel", icon="CANCEL").job_id = record.job_id
+    if record.phase in (Phase.FAILED, Phase.CANCELLED):
+        row.operator("sequencer.talking_face_retry", text="Retry", icon="FILE_REFRESH").job_id = record.job_id
+    if record.phase == Phase.DONE:
+        row.operator("sequencer.talking_face_show", text="Show", icon="RESTRICT_SELECT_OFF").job_id = record.job_id
+    if record.phase.finished:
+        row.operator("sequencer.talking_face_open_folder", text="", icon="FILE_FOLDER").job_id = record.job_id
+        row.operator("sequencer.talking_face_dismiss", text="", icon="X").job_id = record.job_id
+
+
+CLASSES = (SEQUENCER_PT_talking_face, SEQUENCER_PT_talking_face_jobs)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,70 @@
+"""Add-on preferences: the API key, where the service is, where results go."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+
+from ..newport_api import DEFAULT_BASE_URL
+from ..operators import job_setup
+from ..operators.controller import ADDON_PACKAGE, get_controller
+
+
+class TalkingFacePreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_PACKAGE
+
+    api_key: StringProperty(
+        name="API Key", subtype="PASSWORD",
+        description="Your Newport AI API key (sk-…). NEWPORT_API_KEY in the environment takes precedence")
+    base_url: StringProperty(
+        name="API Base URL", default=DEFAULT_BASE_URL,
+        description="Where the Newport AI API lives; change only for a local sandbox or a proxy")
+    ca_bundle: StringProperty(
+        name="CA Bundle", subtype="FILE_PATH",
+        description="A certificate bundle to trust instead of the system's (for company proxies)")
+    output_dir: StringProperty(
+        name="Output Folder", subtype="DIR_PATH", default="//talking_face/",
+        description="Where results are saved ('//' is the .blend's folder; unsaved files use the "
+                    "extension's user folder)")
+    mute_sources: BoolProperty(
+        name="Mute Source Strips After Import", default=True,
+        description="Mute the source movie and sound strips once the result is on the timeline")
+    show_advanced: BoolProperty(name="Advanced", default=False)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        column = layout.column()
+        if os.environ.get(job_setup.ENV_API_KEY):
+            row = column.row()
+            row.enabled = False
+            row.prop(self, "api_key")
+            column.label(text="Using the key from the NEWPORT_API_KEY environment variable.", icon="INFO")
+        else:
+            column.prop(self, "api_key")
+        row = column.row()
+        row.operator("sequencer.talking_face_check_key", icon="CHECKMARK")
+        status = get_controller().key_status
+        if status:
+            column.label(text=status)
+        column.prop(self, "output_dir")
+        column.prop(self, "mute_sources")
+        column.prop(self, "show_advanced")
+        if self.show_advanced:
+            column.prop(self, "base_url")
+            column.prop(self, "ca_bundle")
+
+
+CLASSES = (TalkingFacePreferences,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
