@@ -16,9 +16,11 @@ installed package) instead.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,8 @@ import pytest
 
 _USER_RESOURCES = tempfile.mkdtemp(prefix="talking_face_user_")
 os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
+# Registered before bpy's own exit handlers, so it runs after them (atexit is LIFO).
+atexit.register(shutil.rmtree, _USER_RESOURCES, ignore_errors=True)
 
 # Must follow the environment set-up above: bpy reads it once, on import.
 bpy = pytest.importorskip(
@@ -110,7 +114,7 @@ def placement(extension: ModuleType) -> ModuleType:
     return _extension_module(extension, "placement")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def requires_audio(compat: ModuleType) -> None:
     """Skips, saying why, on builds without Audaspace (the bpy 4.2 wheels)."""
     if not compat.has_audio_support():
