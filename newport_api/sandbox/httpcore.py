@@ -127,13 +127,11 @@ def requested_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise RangeNotSatisfiable
         return max(0, size - suffix), size - 1
     first = int(first_text)
-    if last_text and not last_text.isdigit():
-        return None
-    last = int(last_text) if last_text else size - 1
-    if last < first:
-        return None
+    if last_text and (not last_text.isdigit() or int(last_text) < first):
+        return None  # syntactically invalid: ignored
     if first >= size:
         raise RangeNotSatisfiable
+    last = int(last_text) if last_text else size - 1
     return first, min(last, size - 1)
 
 
