@@ -114,7 +114,7 @@ def placement(extension: ModuleType) -> ModuleType:
     return _extension_module(extension, "placement")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def requires_audio(compat: ModuleType) -> None:
     """Skips, saying why, on builds without Audaspace (the bpy 4.2 wheels)."""
     if not compat.has_audio_support():

@@ -1,0 +1,230 @@
+"""Import a downloaded result into the sequencer, in sync with the scene's frame rate.
+
+The result (a movie and its sound, or the job's audio when it has none) lands on the
+lowest channels free above the source strips over the whole span, from the source's
+first visible frame. Each new strip carries the job's id, so a job is never imported
+twice. The scene's frame rate, frame range and view transform are never changed, and
+the source strips only get muted (when asked).
+
+How strips are added: ``strips.new_movie`` places a movie frame for frame, which is
+right only when the result's frame rate is the scene's. Otherwise only
+``bpy.ops.sequencer.movie_strip_add(adjust_playback_rate=True)`` stretches it to play
+in real time (a 25 fps clip over 1.2× the frames of a 30 fps scene); setting the speed
+through the data API instead (``retiming_keys.add()``/``reset()`` on a fresh strip)
+crashes bpy 4.5 and 5.0. So the movie comes from the data API where that gives the
+right length and from the operator where only it does. Sound always comes from
+``strips.new_sound``: sound strips play in seconds, so its length is right at any rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+
+from . import compat
+from .media import video_track_info
+
+JOB_PROPERTY = "talking_face_job"
+MAX_CHANNEL = 128
+
+
+class PlacementError(Exception):
+    """The result cannot be placed; the message is one sentence for the artist."""
+
+
+@dataclass(frozen=True)
+class _Slot:
+    movie_channel: int
+    sound_channel: int  # 0: no sound strip
+    start: int
+    length: int  # the movie's length on the timeline, in scene frames
+
+
+def find_imported(scene: bpy.types.Scene, job_id: str) -> list[str]:
+    """Names of the strips already imported for ``job_id``, movie first."""
+    tagged = [strip for strip in compat.all_strips(scene) if strip.get(JOB_PROPERTY) == job_id]
+    tagged.sort(key=lambda strip: (not compat.is_movie(strip), strip.channel))
+    return [strip.name for strip in tagged]
+
+
+def _strip_named(scene: bpy.types.Scene, name: str) -> Any:
+    strip = compat.all_strips(scene).get(name) if name else None
+    if strip is None:
+        raise PlacementError(f"The source strip “{name}” is no longer in scene “{scene.name}”.")
+    return strip
+
+
+def _result_seconds(video_path: str) -> float:
+    """The result's duration: from its mp4 track, else as Blender reads it in a throw-away scene."""
+    info = video_track_info(video_path)
+    if info is not None:
+        return info[0] / info[1]
+    probe_scene = bpy.data.scenes.new("Talking Face probe")
+    try:
+        probe = compat.new_movie(probe_scene, "probe", video_path, channel=1, frame_start=1)
+        if probe.frame_duration < 1 or probe.fps <= 0:
+            raise PlacementError(f"Blender cannot read the result video {video_path}.")
+        return probe.frame_duration / probe.fps
+    finally:
+        bpy.data.scenes.remove(probe_scene)
+
+
+def _sound_seconds(path: str) -> float:
+    """How long the file's sound lasts; 0.0 when it has none or this build cannot play sound."""
+    if not path or not compat.has_audio_support():
+        return 0.0
+    aud = importlib.import_module("aud")
+    try:
+        sound = aud.Sound(path)
+        return max(0.0, sound.length / sound.specs[0])
+    except (aud.error, ZeroDivisionError):
+        return 0.0
+
+
+def _channel_is_free(scene: bpy.types.Scene, channel: int, start: int, end: int) -> bool:
+    return not any(strip.channel == channel and strip.frame_final_start < end and start < strip.frame_final_end
+                   for strip in compat.strips(scene))
+
+
+def lowest_free_channel(scene: bpy.types.Scene, above: int, start: int, end: int, count: int) -> int:
+    """The lowest channel > ``above`` such that it and the ``count - 1`` above it are free in [start, end)."""
+    for channel in range(above + 1, MAX_CHANNEL - count + 2):
+        if all(_channel_is_free(scene, channel + step, start, end) for step in range(count)):
+            return channel
+    raise PlacementError("No free channels are left above the source strips for the result.")
+
+
+def _plan_slot(scene: bpy.types.Scene, sources: list[Any], length: int, sound_length: int) -> _Slot:
+    """Channels for the movie (and its sound) free over the longer of the two, from the source's start."""
+    start = sources[0].frame_final_start
+    with_sound = sound_length > 0
+    lowest = lowest_free_channel(scene, max(strip.channel for strip in sources),
+                                 start, start + max(length, sound_length), 2 if with_sound else 1)
+    # Blender's own layout: a movie's sound just below its picture.
+    if with_sound:
+        return _Slot(movie_channel=lowest + 1, sound_channel=lowest, start=start, length=length)
+    return _Slot(movie_channel=lowest, sound_channel=0, start=start, length=length)
+
+
+@contextlib.contextmanager
+def _scene_settings_kept(scene: bpy.types.Scene) -> Iterator[None]:
+    """Guard the frame rate, range and view transform, and the selection of existing strips.
+
+    ``movie_strip_add`` is called with ``use_framerate=False`` and ``set_view_transform=False``
+    and measured not to touch them; the guard keeps that true on any version, writing
+    only what changed (writing the fps, even unchanged, makes Blender re-measure every
+    sound strip). The operator deselects every strip: the existing ones get their
+    selection back.
+    """
+    guarded = ((scene.render, "fps"), (scene.render, "fps_base"), (scene, "frame_start"),
+               (scene, "frame_end"), (scene.view_settings, "view_transform"))
+    kept = [(owner, attribute, getattr(owner, attribute)) for owner, attribute in guarded]
+    selected = {strip.name: strip.select for strip in compat.all_strips(scene)}
+    try:
+        yield
+    finally:
+        for owner, attribute, value in kept:
+            if getattr(owner, attribute) != value:
+                setattr(owner, attribute, value)
+        for strip in compat.all_strips(scene):
+            if strip.name in selected and strip.select != selected[strip.name]:
+                strip.select = selected[strip.name]
+
+
+def _add_with_data_api(scene: bpy.types.Scene, video_path: str, slot: _Slot, name: str) -> Any | None:
+    """The movie strip via ``new_movie`` when that gives the right length, else None (nothing left)."""
+    movie = compat.new_movie(scene, name, video_path, channel=slot.movie_channel, frame_start=slot.start)
+    if abs(movie.frame_final_duration - slot.length) <= 1:
+        return movie
+    compat.strips(scene).remove(movie)
+    return None
+
+
+def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, name: str) -> Any:
+    """The movie via ``movie_strip_add``, stretched to play in real time at the scene's rate.
+
+    Its sound is added apart, with the data API: on 5.0 the operator's sound strip is
+    sized to the unstretched clip and trimmed back, and any later refresh of sound
+    lengths (a change of fps, reloading the file) recomputes the size and leaves it
+    short by that trim.
+    """
+    before = {strip.as_pointer() for strip in compat.strips(scene)}
+    try:
+        with compat.sequencer_context_override(scene):
+            result = bpy.ops.sequencer.movie_strip_add(
+                filepath=video_path, frame_start=slot.start, channel=slot.movie_channel, sound=False,
+                adjust_playback_rate=True, use_framerate=False, set_view_transform=False)
+    except (compat.NoSequencerContext, RuntimeError) as error:
+        raise PlacementError(f"Blender could not add the result to the sequencer: {error}") from error
+    added = [strip for strip in compat.strips(scene) if strip.as_pointer() not in before]
+    if result != {"FINISHED"} or len(added) != 1 or not compat.is_movie(added[0]):
+        raise PlacementError(f"Blender could not add the result video {video_path} to the sequencer.")
+    added[0].name = name
+    return added[0]
+
+
+def _add_sound(scene: bpy.types.Scene, path: str, slot: _Slot, name: str) -> Any | None:
+    try:
+        return compat.new_sound(scene, name, path, channel=slot.sound_channel, frame_start=slot.start)
+    except RuntimeError:
+        return None  # a build without audio support; _sound_seconds already said so
+
+
+def _add_strips(scene: bpy.types.Scene, video_path: str, audio_path: str, slot: _Slot, name: str) -> list[Any]:
+    movie = _add_with_data_api(scene, video_path, slot, name)
+    if movie is None:
+        movie = _add_with_operator(scene, video_path, slot, name)
+    sound = _add_sound(scene, audio_path, slot, f"{name} sound") if audio_path else None
+    return [movie, sound] if sound is not None else [movie]
+
+
+def _finish(scene: bpy.types.Scene, added: list[Any], name: str, job_id: str) -> list[str]:
+    for strip in added:
+        strip.name = name if compat.is_movie(strip) else f"{name} sound"
+        strip[JOB_PROPERTY] = job_id
+        strip.select = True
+    compat.ensure_editor(scene).active_strip = added[0]
+    return [strip.name for strip in added]
+
+
+def _push_undo_step(name: str) -> None:
+    """One undo step for the import where a window exists; headless there is no undo stack to feed."""
+    if bpy.context.window is None:
+        return
+    with contextlib.suppress(RuntimeError):
+        bpy.ops.ed.undo_push(message=f"Import Talking Face result “{name}”")
+
+
+def place_result(scene: bpy.types.Scene, source_strip_name: str, video_path: str, *, job_id: str, name: str,
+                 fallback_audio_path: str = "", mute_sources: bool = True,
+                 source_strip_names: tuple[str, ...] = ()) -> list[str]:
+    """Import the result of ``job_id`` above its sources; returns the new strip names, movie first.
+
+    A job already imported in this scene is not imported again: its strips' names are returned.
+    ``fallback_audio_path`` (the job's audio) becomes the sound when the result has none.
+    """
+    existing = find_imported(scene, job_id)
+    if existing:
+        return existing
+    if not os.path.isfile(video_path):
+        raise PlacementError(f"The result video is missing: {video_path}")
+    names = dict.fromkeys((source_strip_name, *source_strip_names))
+    sources = [_strip_named(scene, source) for source in names]
+    fps = compat.scene_fps(scene)
+    audio_path = video_path if _sound_seconds(video_path) > 0 else fallback_audio_path
+    length = round(_result_seconds(video_path) * fps)
+    slot = _plan_slot(scene, sources, length, sound_length=round(_sound_seconds(audio_path) * fps))
+    with _scene_settings_kept(scene):
+        added = _add_strips(scene, video_path, audio_path if slot.sound_channel else "", slot, name)
+    new_names = _finish(scene, added, name, job_id)
+    if mute_sources:
+        for source in sources:
+            source.mute = True
+    _push_undo_step(name)
+    return new_names
