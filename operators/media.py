@@ -4,8 +4,8 @@ Video: a movie strip showing its whole .mp4/.mov file is uploaded as that file,
 untouched; anything else is cut to exactly its visible frames by ``cut_video`` (in
 this process with ``prepare_video``, or in a background Blender with
 ``cut_video_command``). Audio: a sound strip's visible range, an audio file, or a
-movie strip's own sound, cut with Audaspace (``aud``) and written as 16-bit WAV
-(MP3 encoding would hold the GIL for about a second per minute of sound).
+movie strip's own sound, read with Audaspace (``aud``) and written as 16-bit WAV by
+the stdlib (MP3 encoding would hold the GIL for about a second per minute of sound).
 
 Nothing here changes the user's scene; files are written only under ``work_dir``.
 """
@@ -34,6 +34,9 @@ UNTOUCHED_VIDEO_SUFFIXES = (".mp4", ".mov")
 UNTOUCHED_AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac")
 CUT_SCRIPT = pathlib.Path(cut_video.__file__)
 CUT_PROGRESS_PREFIX = cut_video.PROGRESS_PREFIX
+# How much sound is held in memory at once while cutting: each block starts with a seek,
+# which Audaspace may land one sample off, so blocks are long (a typical clip is one).
+AUDIO_BLOCK_SECONDS = 60.0
 
 
 class MediaError(Exception):
@@ -351,26 +354,29 @@ def audio_file_seconds(path: str) -> float | None:
     return _cached_sound_seconds(path, status.st_mtime, status.st_size)
 
 
-def _truncate_wav(path: str, frames: int) -> None:
-    """Drop the padding Audaspace's WAV writer adds after the last sample (up to ~20 ms)."""
-    with wave.open(path, "rb") as reader:
-        if reader.getnframes() <= frames:
-            return
-        params = reader.getparams()
-        trimmed = f"{path}.trim"
-        with wave.open(trimmed, "wb") as writer:
-            writer.setparams(params)
-            remaining = frames
-            while remaining > 0:
-                block = reader.readframes(min(remaining, 1 << 16))
-                if not block:
-                    break
-                writer.writeframes(block)
-                remaining -= len(block) // (params.sampwidth * params.nchannels)
-    os.replace(trimmed, path)
+def _pcm16(block: Any) -> bytes:
+    """Audaspace's float samples (frames × channels) as little-endian 16-bit PCM.
+
+    Audaspace reads 16-bit samples as value / 32767, so this gives 16-bit sources back exactly.
+    """
+    import numpy  # bundled with Blender; only needed here
+
+    return numpy.clip(numpy.round(block * 32767.0), -32768, 32767).astype("<i2").tobytes()
+
+
+def _sample_time(sample: int, rate: int) -> float:
+    """Seconds that Audaspace turns back into exactly ``sample``: it truncates ``seconds × rate``."""
+    return (sample + 0.25) / rate
 
 
 def _write_wav_range(source: str, start: float, seconds: float, output: pathlib.Path) -> PreparedMedia:
+    """``seconds`` of the file's sound from ``start``, as a 16-bit WAV at the file's own rate.
+
+    Audaspace reads, the stdlib writes: ``aud.Sound.write`` fails for some lengths
+    (e.g. 76,800 samples) and can abort the whole process while cleaning up after such
+    a failure, and ``Sound.data()`` aborts on a file without sound, so the file is
+    checked first and read in blocks with ``data()``.
+    """
     aud = _audaspace()
     try:
         sound = aud.Sound(source)
@@ -379,13 +385,17 @@ def _write_wav_range(source: str, start: float, seconds: float, output: pathlib.
         raise MediaError(f"The file {source} has no sound Blender can read.") from error
     if channels > 2:
         sound, channels = sound.rechannel(aud.CHANNELS_STEREO), 2
-    part = sound.limit(start, start + seconds)
+    first, total = round(start * rate), round(seconds * rate)
+    block = max(1, round(AUDIO_BLOCK_SECONDS * rate))
     output.parent.mkdir(parents=True, exist_ok=True)
-    part.write(str(output), rate, channels, aud.FORMAT_S16, aud.CONTAINER_WAV, aud.CODEC_PCM)
-    samples = part.length if part.length > 0 else round(seconds * rate)
-    _truncate_wav(str(output), samples)
-    duration = _wav_seconds(str(output)) or 0.0
-    return PreparedMedia(path=str(output), duration=duration, fps=0.0, frames=0,
+    with wave.open(str(output), "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        for done in range(0, total, block):
+            begin, end = first + done, first + min(total, done + block)
+            writer.writeframes(_pcm16(sound.limit(_sample_time(begin, rate), _sample_time(end, rate)).data()))
+    return PreparedMedia(path=str(output), duration=_wav_seconds(str(output)) or 0.0, fps=0.0, frames=0,
                          is_source_file=False, sha256=file_sha256(str(output)))
 
 

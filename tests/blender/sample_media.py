@@ -5,8 +5,8 @@ levels per channel, far apart enough that H.264's noise never blurs them), rende
 the sequencer to H.264. Reading a movie back renders its frames to PNG with Blender's
 own decoder and turns each centre pixel back into an index.
 
-Sounds: a WAV whose samples are a slow ramp, so a sample's value tells its time in
-the file (``RAMP_PER_SECOND`` per second): a cut's first sample shows where it starts.
+Sounds: a WAV whose every sample holds its own index (8 kHz, so 3 s fit in 16 bits):
+a cut's samples tell exactly which part of the file they came from.
 
 Everything uses the installed extension's ``compat`` (passed in), never the repo's files.
 """
@@ -24,7 +24,7 @@ import bpy
 # Colour strips take display-referred values: 0.2 comes out as byte 51.
 LEVELS = (0.0, 0.2, 1.0)
 LEVEL_BYTES = (0, 51, 255)
-RAMP_PER_SECOND = 8000
+RAMP_RATE = 8000
 CONTAINERS = {".mp4": "MPEG4", ".mov": "QUICKTIME", ".mkv": "MKV"}
 
 
@@ -39,9 +39,11 @@ def frame_index(rgb_bytes: tuple[int, int, int]) -> int:
     return levels[0] + 3 * levels[1] + 9 * levels[2]
 
 
-def write_ramp_wav(path: pathlib.Path, seconds: float, rate: int = 48000) -> pathlib.Path:
-    """A mono 16-bit WAV whose sample at time t is ``t * RAMP_PER_SECOND``."""
-    samples = array.array("h", (round(i * RAMP_PER_SECOND / rate) for i in range(round(seconds * rate))))
+def write_ramp_wav(path: pathlib.Path, seconds: float) -> pathlib.Path:
+    """A mono 16-bit WAV at ``RAMP_RATE`` whose sample i holds the value i."""
+    assert seconds * RAMP_RATE < 32768, "the index must fit in a 16-bit sample"
+    rate = RAMP_RATE
+    samples = array.array("h", range(round(seconds * rate)))
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(1)

@@ -155,6 +155,19 @@ def test_strip_played_at_the_scene_rate_is_cut_in_source_frames(compat, media, u
         list(range(5, 20))
 
 
+def test_frames_held_past_the_content_are_not_sent(compat, media, user_scene, source_movie, tmp_path):
+    strip = add_movie(compat, user_scene, source_movie, frame_start=10)
+    strip.frame_offset_start = -5  # the first frame held for 5 frames before the content
+    strip.frame_offset_end = 10
+
+    prepared = media.prepare_video(strip, user_scene, str(tmp_path / "work"))
+
+    assert media.needs_cut(strip, user_scene)
+    assert prepared.frames == 15 and media.visible_seconds(strip, user_scene) == pytest.approx(15 / SOURCE_FPS)
+    assert sample_media.read_frame_indices(compat, pathlib.Path(prepared.path), tmp_path / "frames") == \
+        list(range(15))
+
+
 @pytest.mark.parametrize("suffix, cut", [(".mov", False), (".mkv", True)])
 def test_only_mp4_and_mov_are_uploaded_untouched(compat, media, user_scene, media_dir, tmp_path, suffix, cut):
     movie = sample_media.make_movie(compat, media_dir / f"whole{suffix}", frames=8)
@@ -259,12 +272,16 @@ def test_cut_command_runs_the_script_that_cuts(compat, media, user_scene, source
 # --- Audio ------------------------------------------------------------------------------------------
 
 
-def test_trimmed_sound_strip_lasts_its_visible_duration(compat, media, user_scene, ramp_wav, tmp_path,
-                                                       requires_audio):
+@pytest.mark.parametrize("hold_start, block_seconds", [(0, 30.0), (5, 30.0), (5, 0.25)])
+def test_trimmed_sound_strip_is_cut_to_its_visible_samples(compat, media, user_scene, ramp_wav, tmp_path,
+                                                          monkeypatch, requires_audio, hold_start, block_seconds):
+    """Duration within a frame, and the very samples the strip plays (read in blocks or at once)."""
     fps = 25
+    monkeypatch.setattr(media, "AUDIO_BLOCK_SECONDS", block_seconds)
     compat.set_scene_fps(user_scene, fps)
     strip = compat.new_sound(user_scene, "Voice", str(ramp_wav), channel=3, frame_start=10)
-    strip.frame_offset_start = 10  # 0.4 s into the file
+    strip.animation_offset_start = hold_start
+    strip.frame_offset_start = 10  # 0.4 s further into the file
     strip.frame_offset_end = 20
     visible = strip.frame_final_duration / fps
 
@@ -274,9 +291,26 @@ def test_trimmed_sound_strip_lasts_its_visible_duration(compat, media, user_scen
     assert not prepared.is_source_file and prepared.path.endswith(".wav")
     assert abs(prepared.duration - visible) < 1 / fps
     samples, rate = sample_media.wav_samples(prepared.path)
-    assert abs(len(samples) / rate - visible) < 1 / fps
-    starts_at = samples[0] / sample_media.RAMP_PER_SECOND
-    assert starts_at == pytest.approx(0.4, abs=1 / fps), "the cut must start where the strip does"
+    first = round((hold_start + 10) / fps * rate)
+    assert rate == sample_media.RAMP_RATE and len(samples) == round(visible * rate)
+    # Each sample holds its index in the file. Audaspace's seeks may land one sample off
+    # (a 125 µs shift at 8 kHz), so that much is allowed, and no more, anywhere in the cut.
+    assert max(abs(value - (first + index)) for index, value in enumerate(samples)) <= 1
+
+
+def test_sound_offset_moves_the_cut_within_the_file(compat, media, user_scene, ramp_wav, tmp_path,
+                                                    requires_audio):
+    compat.set_scene_fps(user_scene, 25)
+    strip = compat.new_sound(user_scene, "Voice", str(ramp_wav), channel=3, frame_start=1)
+    if not hasattr(strip, "sound_offset"):
+        pytest.skip("this Blender has no sound_offset on sound strips")
+    strip.sound_offset = 0.5
+    strip.frame_offset_end = 25
+
+    prepared = media.prepare_audio_strip(strip, user_scene, str(tmp_path / "work"))
+
+    samples, rate = sample_media.wav_samples(prepared.path)
+    assert abs(samples[0] - 0.5 * rate) <= 1, "the strip plays the file from 0.5 s"
 
 
 def test_whole_sound_strip_is_uploaded_as_its_file(compat, media, user_scene, ramp_wav, tmp_path,
