@@ -106,7 +106,8 @@ class CutRequest:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
                   if field.name != "span"}
         values.update(dataclasses.asdict(self.span))
-        return [item for name, value in values.items() for item in (f"--{name.replace('_', '-')}", str(value))]
+        # "--name=value": a value starting with "-" is never taken for an option.
+        return [f"--{name.replace('_', '-')}={value}" for name, value in values.items()]
 
     @classmethod
     def from_args(cls, argv: list[str]) -> "CutRequest":

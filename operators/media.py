@@ -150,7 +150,7 @@ def _strip_file(strip: Any, filepath: str) -> str:
 def _require_movie(strip: Any) -> None:
     if not compat.is_movie(strip):
         kind = getattr(strip, "type", "missing").replace("_", " ").lower()
-        raise MediaError(f"“{getattr(strip, 'name', '')}” is a {kind} strip; "
+        raise MediaError(f"“{getattr(strip, 'name', '')}” is not a movie strip ({kind}); "
                          "choose a movie strip as the video source.")
 
 
