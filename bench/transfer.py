@@ -1,0 +1,283 @@
+"""Row 2: upload and download of 1 GiB over loopback, ``NewportClient`` against ``curl``.
+
+Both talk to the same sandbox (running in the orchestrator's process) in the same run:
+
+* upload: ours is ``NewportClient.upload_file`` (get_policy, the multipart POST to the
+  storage host, policy_upload_finish); curl is ``curl -F`` of the same policy fields,
+  file last, to the same storage host (its policy is fetched beforehand, untimed).
+* download: ours is ``NewportClient.download`` of the stored object's signed URL
+  (streamed to ``.part``, fsynced, renamed); curl is ``curl -o`` of the same URL.
+
+Runs alternate (curl, ours, ours, curl), dirty pages are flushed before each run and
+stored or downloaded copies are deleted afterwards, so no run pays for another's
+writes; each side's median (of two: their mean) counts, and every run is shown.
+Ours runs in a child process per transfer, which reports how far its peak resident
+size grew during the transfer.  The peak is /proc/self/status ``VmHWM``, reset after
+warming up: ``ru_maxrss`` (tests/test_memory.py) starts a child at its parent's peak
+(Linux carries it across exec), which hides any growth below that.
+
+A "what-if" download repeats ours with ``newport_api.client.CHUNK_SIZE`` patched in
+the child (the repo is not changed), to show what a smaller chunk would buy.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import (
+    API_KEY,
+    MIB,
+    REPO_ROOT,
+    BenchError,
+    Child,
+    Row,
+    Timed,
+    display_command,
+    listed,
+    median,
+    rate_text,
+    ratio_text,
+    run_timed,
+    say,
+    settle_disk,
+)
+
+GOAL_RATIO = 1.0
+GOAL_GROWTH = 64 * MIB
+WHAT_IF_CHUNK = 256 * 1024
+CURL = ("curl", "-sS", "--noproxy", "*")
+CURL_SHOWN = "curl -sS --noproxy '*'"
+
+
+# -- ours, in a child process ------------------------------------------------------------------------
+
+
+def memory_kib(field: str) -> int:
+    """``VmRSS``/``VmHWM`` of this process from /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise BenchError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Make ``VmHWM`` start again from the current resident size (Linux: clear_refs 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+class OursChild:
+    """One NewportClient, warmed up (imports, connection pool) before anything is measured."""
+
+    def __init__(self, base_url: str) -> None:
+        sys.path.insert(0, str(REPO_ROOT))
+        from newport_api import NewportClient
+        from newport_api import client as client_module
+
+        self.client_module = client_module
+        self.client = NewportClient(API_KEY, base_url)
+        self.client.get_upload_policy()
+
+    def measured(self, work: Any) -> dict[str, Any]:
+        reset_peak()
+        before, usage = memory_kib("VmRSS"), resource.getrusage(resource.RUSAGE_SELF)
+        started = time.monotonic()
+        result = work()
+        seconds = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return {"seconds": seconds, "growth": (memory_kib("VmHWM") - before) * 1024, "result": result,
+                "cpu_user": after.ru_utime - usage.ru_utime, "cpu_sys": after.ru_stime - usage.ru_stime}
+
+    def upload(self, path: str) -> dict[str, Any]:
+        return self.measured(lambda: self.client.upload_file(path).url)
+
+    def download(self, url: str, dest: str, chunk_size: int = 0) -> dict[str, Any]:
+        if chunk_size:
+            self.client_module.CHUNK_SIZE = chunk_size  # the what-if: this process only
+        return self.measured(lambda: str(self.client.download(url, dest)))
+
+
+def child_main(base_url: str) -> int:
+    from common import serve_requests
+
+    ours = OursChild(base_url)
+    serve_requests({"upload": ours.upload, "download": ours.download})
+    return 0
+
+
+# -- curl against the sandbox's storage (also used by end_to_end.py) ----------------------------------
+
+
+def curl_upload(base_url: str, path: Path) -> tuple[Timed, str]:
+    """``curl -F`` of a fresh policy's fields, file last, to its storage host; returns the reqId too."""
+    from newport_api import NewportClient
+
+    with NewportClient(API_KEY, base_url) as client:
+        policy = client.get_upload_policy()
+    key = policy.key or f"{policy.dir}{secrets.token_hex(4)}_curl{path.suffix}"
+    fields = {"key": key, "policy": policy.policy, "OSSAccessKeyId": policy.access_id,
+              "signature": policy.signature, "callback": policy.callback, "success_action_status": "200"}
+    form = [item for name, value in fields.items() if value for item in ("-F", f"{name}={value}")]
+    shown = " ".join(f"-F {name}={value if name == 'success_action_status' else '$' + name.upper()}"
+                     for name, value in fields.items() if value)
+    label = f"{CURL_SHOWN} -o - {shown} -F file=@{display_command([path])} $STORAGE_HOST"
+    timed = run_timed([*CURL, "-o", "-", *form, "-F", f"file=@{path}", policy.host], label=label)
+    try:
+        answer = json.loads(timed.output)
+    except ValueError:
+        answer = {}
+    if answer.get("code") != 0:
+        raise BenchError(f"curl's upload was refused: {timed.output[:300]}")
+    return timed, str(answer["data"]["reqId"])
+
+
+def stored_url(base_url: str, req_id: str) -> str:
+    """The signed URL of an object curl uploaded (policy_upload_finish, as the client does)."""
+    from newport_api import NewportClient
+
+    with NewportClient(API_KEY, base_url) as client:
+        data = client.transport.call_api("/api/file/v1/policy_upload_finish", json_body={"reqId": req_id})
+    return str(data["url"])
+
+
+# -- in the orchestrator -----------------------------------------------------------------------------
+
+
+@dataclass
+class Transfers:
+    curl_up: list[float]
+    ours_up: list[dict[str, Any]]
+    curl_down: list[float]
+    ours_down: list[dict[str, Any]]
+    what_if_down: list[dict[str, Any]]
+
+
+class TransferBench:
+    def __init__(self, sandbox: Any, data_file: Path, work: Path) -> None:
+        self.sandbox = sandbox
+        self.data_file = data_file
+        self.size = data_file.stat().st_size
+        self.work = work
+        self.objects = work / "storage" / "objects"
+        self.kept: set[Path] = set()
+
+    def ours(self, action: str, **arguments: Any) -> dict[str, Any]:
+        settle_disk()
+        with Child("transfer_ours", "transfer.py", "child", self.sandbox.base_url) as child:
+            answer = child.request(action, **arguments)
+        return answer
+
+    def forget_new_objects(self) -> None:
+        for path in self.objects.iterdir():
+            if path not in self.kept:
+                path.unlink()
+
+    def curl_upload(self) -> float:
+        settle_disk()
+        timed, _ = curl_upload(self.sandbox.base_url, self.data_file)
+        self.forget_new_objects()
+        return timed.seconds
+
+    def ours_upload(self) -> dict[str, Any]:
+        answer = self.ours("upload", path=str(self.data_file))
+        if not self.kept:
+            self.kept = set(self.objects.iterdir())  # the first upload is the download's source
+        self.forget_new_objects()
+        return answer
+
+    def curl_download(self, url: str) -> float:
+        dest = self.work / "curl.bin"
+        settle_disk()
+        timed = run_timed([*CURL, "-o", dest, url], label=f"{CURL_SHOWN} -o $TMP/curl.bin $OBJECT_URL")
+        self.check_and_remove(dest)
+        return timed.seconds
+
+    def ours_download(self, url: str, chunk_size: int = 0) -> dict[str, Any]:
+        dest = self.work / "ours.bin"
+        answer = self.ours("download", url=url, dest=str(dest), chunk_size=chunk_size)
+        self.check_and_remove(dest)
+        return answer
+
+    def check_and_remove(self, path: Path) -> None:
+        size = path.stat().st_size
+        path.unlink()
+        if size != self.size:
+            raise BenchError(f"downloaded {size} bytes, expected {self.size}")
+
+    def run(self, what_if: bool) -> Transfers:
+        say(f"transfer: 1 GiB up, curl and ours alternating ({self.sandbox.storage_origin})")
+        curl_up, ours_up = [self.curl_upload()], []
+        ours_up += [self.ours_upload(), self.ours_upload()]
+        curl_up.append(self.curl_upload())
+        url = ours_up[0]["result"]
+        say("transfer: 1 GiB down, curl, ours and the what-if alternating")
+        curl_down = [self.curl_download(url)]
+        ours_down = [self.ours_download(url)]
+        what_ifs = [self.ours_download(url, WHAT_IF_CHUNK) for _ in range(2 if what_if else 0)]
+        ours_down.append(self.ours_download(url))
+        curl_down.append(self.curl_download(url))
+        return Transfers(curl_up, ours_up, curl_down, ours_down, what_ifs)
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the file once, in pieces (a whole read would raise this process's peak, see above)."""
+    with open(path, "rb") as source:
+        while source.read(16 * MIB):
+            pass
+
+
+def measure(data_file: Path) -> list[Row]:
+    from newport_api.client import CHUNK_SIZE
+    from newport_api.sandbox import Sandbox
+
+    with (tempfile.TemporaryDirectory(prefix="talking_face_bench_transfer_") as work,
+          Sandbox(processing_seconds=0, storage_dir=Path(work) / "storage") as sandbox):
+        warm_page_cache(data_file)
+        results = TransferBench(sandbox, data_file, Path(work)).run(what_if=CHUNK_SIZE != WHAT_IF_CHUNK)
+    return rows(results, data_file.stat().st_size)
+
+
+def speed_row(what: str, size: int, ours: list[dict[str, Any]], curl: list[float]) -> Row:
+    ours_s = median([run["seconds"] for run in ours])
+    curl_s = median(curl)
+    return Row(f"2. {what} 1 GiB, throughput",
+               f"{rate_text(size, ours_s)} ({listed([run['seconds'] for run in ours])})",
+               f"curl: {rate_text(size, curl_s)} ({listed(curl)})",
+               ratio_text(curl_s / ours_s), f"≥ {GOAL_RATIO:.1f}× curl", curl_s / ours_s >= GOAL_RATIO)
+
+
+def rows(results: Transfers, size: int) -> list[Row]:
+    growth = max(run["growth"] for run in results.ours_up + results.ours_down)
+    rows = [
+        speed_row("upload", size, results.ours_up, results.curl_up),
+        speed_row("download", size, results.ours_down, results.curl_down),
+        Row("2. peak memory growth, 1 GiB up and down",
+            f"+{growth / MIB:.1f} MiB (peak VmHWM over VmRSS before)", "— (an absolute goal)", "—",
+            f"< {GOAL_GROWTH // MIB} MiB", growth < GOAL_GROWTH),
+    ]
+    return rows + ([what_if_row(results, size)] if results.what_if_down else [])
+
+
+def what_if_row(results: Transfers, size: int) -> Row:
+    what_if_s = median([run["seconds"] for run in results.what_if_down])
+    curl_down_s = median(results.curl_down)
+    cpu = median([run["cpu_sys"] for run in results.ours_down])
+    what_if_cpu = median([run["cpu_sys"] for run in results.what_if_down])
+    return Row(f"2. what-if: download with CHUNK_SIZE = {WHAT_IF_CHUNK // 1024} KiB (not shipped)",
+               f"{rate_text(size, what_if_s)} ({listed([run['seconds'] for run in results.what_if_down])}); "
+               f"kernel CPU {what_if_cpu:.2f} s vs {cpu:.2f} s at 1 MiB",
+               f"curl: {rate_text(size, curl_down_s)}", ratio_text(curl_down_s / what_if_s),
+               f"≥ {GOAL_RATIO:.1f}× curl", None)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "child":
+        sys.exit(child_main(sys.argv[2]))
+    sys.exit("transfer.py is run by bench/run.py")
