@@ -5,6 +5,7 @@
     python3 tools/dev.py build [--bpy VER]       build + validate the extension zip (dist/)
     python3 tools/dev.py test  [--quick] [-k EX] ruff, bpy-free tests, then Blender tests per version
     python3 tools/dev.py demo  [ARGS ...]        run tools/demo.py in the newest Blender
+    python3 tools/dev.py bench [ARGS ...]        benchmarks vs curl and ffmpeg; writes BENCHMARKS.md
 
 Venvs live in .venvs/ inside the repo: .venvs/dev (pytest, requests, ruff) for lint
 and the bpy-free tests, one .venvs/bpy-<VER> (bpy==VER, pytest, requests) per
@@ -404,6 +405,21 @@ def demo(bpy_version: str, args: Sequence[str]) -> int:
     return subprocess.run(command, cwd=REPO_ROOT, env=env, check=False).returncode
 
 
+# -- bench ---------------------------------------------------------------------------------------------
+
+
+def bench(bpy_version: str, args: Sequence[str]) -> int:
+    """Run bench/run.py in the bpy venv, with ``TALKING_FACE_ZIP`` set to a fresh build."""
+    setup([bpy_version], dev=False)
+    zip_path = build(bpy_version, DEFAULT_DIST)
+    python = venv_python(venv_dir(bpy_venv_name(bpy_version)))
+    args = args[1:] if args[:1] == ["--"] else args  # `dev.py bench -- --only tick`
+    command = [str(python), str(REPO_ROOT / "bench" / "run.py"), *args]
+    say(f"bench: {' '.join(command)}")
+    env = child_env(TALKING_FACE_ZIP=str(zip_path))
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, check=False).returncode
+
+
 # -- command line --------------------------------------------------------------------------------------
 
 
@@ -452,6 +468,15 @@ def parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--bpy", type=known_version, default=newest(BLENDER_VERSIONS), metavar="VER",
                           help="Blender to run it in (default: %(default)s)")
     demo_cmd.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed on to demo.py")
+
+    bench_cmd = commands.add_parser("bench", help="benchmarks side by side with curl and ffmpeg",
+                                    description="setup the newest bpy venv, build the zip, then run bench/run.py "
+                                                "there: installs curl and ffmpeg if missing, prints one table "
+                                                "and writes BENCHMARKS.md (not a test: nothing fails on a timing).")
+    bench_cmd.add_argument("--bpy", type=known_version, default=newest(BLENDER_VERSIONS), metavar="VER",
+                           help="Blender to run it in (default: %(default)s)")
+    bench_cmd.add_argument("args", nargs=argparse.REMAINDER,
+                           help="arguments passed on to bench/run.py, after -- (e.g. -- --only tick,poll)")
     return main
 
 
@@ -468,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = 0
         elif args.command == "test":
             code = test(unique(args.bpy or BLENDER_VERSIONS), args.keyword, args.quick)
+        elif args.command == "bench":
+            code = bench(args.bpy, args.args)
         else:
             code = demo(args.bpy, args.args)
     except DevError as error:
