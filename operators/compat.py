@@ -37,6 +37,12 @@ def ensure_editor(scene: bpy.types.Scene) -> bpy.types.SequenceEditor:
 ALL_STRIPS_PROPERTY = ("strips_all" if "strips_all" in bpy.types.SequenceEditor.bl_rna.properties
                        else "sequences_all")
 
+# Preference paths accept a blend-relative "//" only where Blender lets a property say so (4.5+);
+# 4.2 takes them without the flag and would refuse the flag itself.
+BLEND_RELATIVE_PATH_OPTIONS = ({"PATH_SUPPORTS_BLEND_RELATIVE"}
+                               if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties
+                               else set())
+
 
 class _NoStrips(tuple):
     """Stands for the strips of a scene without a sequence editor: empty, with ``get`` like the real ones."""
@@ -222,3 +228,4 @@ def sequencer_context_override(scene: bpy.types.Scene) -> Iterator[None]:
         stack.enter_context(_sequencer_scene(window, scene))
         stack.enter_context(bpy.context.temp_override(**_override_keywords(window, area, scene)))
         yield
+

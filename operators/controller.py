@@ -181,7 +181,10 @@ class JobController:
                 source_strip_names=tuple(owner.get("source_strips", ())))
         except NewportError as error:
             record.fail(error)
-        except Exception as error:  # noqa: BLE001 — placement failed: keep the file, explain, never crash the tick
+        except placement.PlacementError as error:
+            record.fail(NewportError(f"{error} The result is saved at {record.output_path} "
+                                     "— add it from the file browser."))
+        except Exception as error:  # noqa: BLE001 — keep the file, explain, never crash the tick
             record.fail(NewportError(
                 f"The result was downloaded to {record.output_path} but could not be placed on the timeline "
                 f"({error}) — add it from the file browser."))

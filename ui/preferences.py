@@ -8,7 +8,7 @@ import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from ..newport_api import DEFAULT_BASE_URL
-from ..operators import job_setup
+from ..operators import compat, job_setup
 from ..operators.controller import ADDON_PACKAGE, get_controller
 
 
@@ -26,6 +26,7 @@ class TalkingFacePreferences(bpy.types.AddonPreferences):
         description="A certificate bundle to trust instead of the system's (for company proxies)")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH", default="//talking_face/",
+        options=compat.BLEND_RELATIVE_PATH_OPTIONS,
         description="Where results are saved ('//' is the .blend's folder; unsaved files use the "
                     "extension's user folder)")
     mute_sources: BoolProperty(

@@ -46,13 +46,17 @@ def prefs(extension: ModuleType, sandbox, tmp_path: pathlib.Path):
     preferences.output_dir = str(tmp_path / "results")
     bpy.context.preferences.system.use_online_access = True
     yield preferences
-    preferences.api_key = ""
+    # Fetched again: a test that disables and enables the extension frees the old preferences.
+    addon = bpy.context.preferences.addons.get(EXTENSION_MODULE)
+    if addon is not None:
+        addon.preferences.api_key = ""
 
 
 @pytest.fixture
 def scene(extension: ModuleType, movie: pathlib.Path, speech: pathlib.Path, prefs):
     """A fresh scene with the movie at frame 11 (trimmed by nothing) and the speech as a file."""
     compat = extension.operators.compat
+    previous = bpy.context.window.scene
     fresh = bpy.data.scenes.new("workflow")
     compat.set_scene_fps(fresh, 25)
     bpy.context.window.scene = fresh
@@ -63,7 +67,7 @@ def scene(extension: ModuleType, movie: pathlib.Path, speech: pathlib.Path, pref
     settings.audio_source = "FILE"
     settings.audio_file = str(speech)
     yield fresh
-    bpy.data.scenes.remove(fresh)
+    bpy.context.window.scene = previous  # the scene is kept, not removed: see conftest.KEEP_SCENES_NOTE
 
 
 def controller(extension: ModuleType):
@@ -243,3 +247,59 @@ def test_the_panel_draws_on_a_real_layout(extension, scene, sandbox, capfd):
     captured = capfd.readouterr()
     assert "not found" not in captured.err
     assert "Error" not in captured.err
+
+
+def test_several_jobs_run_at_once_and_each_lands_once(extension, scene, sandbox):
+    for _ in range(3):
+        assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+    jobs = sorted(controller(extension).views.values(), key=lambda record: record.created_at)[-3:]
+    assert tick_until(extension, lambda: all(controller(extension).views[job.job_id].phase.value == "done"
+                                             for job in jobs))
+    assert sandbox.count("submit") == 3
+    for job in jobs:
+        assert len([s for s in imported_strips(extension, scene, job.job_id)
+                    if extension.operators.compat.is_movie(s)]) == 1
+
+
+def test_cancel_while_processing(extension, scene, prefs):
+    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
+    with sandbox_module.Sandbox(processing_seconds=60) as slow:
+        prefs.base_url = slow.base_url
+        assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+        job_id = newest_job(extension).job_id
+        assert tick_until(extension, lambda: controller(extension).views[job_id].phase.value == "processing")
+        assert bpy.ops.sequencer.talking_face_cancel() == {"FINISHED"}  # no job given: every running one
+        assert tick_until(extension, lambda: controller(extension).views[job_id].phase.value == "cancelled"
+                          and not controller(extension).is_running(job_id), timeout=1.0)
+        assert slow.count("submit") == 1
+    assert imported_strips(extension, scene, job_id) == []
+
+
+def test_check_key_reports_the_balance_or_the_rejection(extension, prefs, sandbox):
+    assert bpy.ops.sequencer.talking_face_check_key() == {"FINISHED"}
+    assert controller(extension).key_status == "Key accepted — 1000 credits left."
+    prefs.api_key = "not-a-key"
+    bpy.ops.sequencer.talking_face_check_key()
+    assert "rejected" in controller(extension).key_status
+    assert "not-a-key" not in controller(extension).key_status
+
+
+def test_an_unsaved_file_saves_results_under_the_extension_user_folder(extension, scene, prefs, sandbox):
+    prefs.output_dir = "//talking_face/"
+    assert bpy.data.filepath == ""
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    output = pathlib.Path(newest_job(extension).output_path)
+    user_folder = pathlib.Path(bpy.utils.extension_path_user(EXTENSION_MODULE, path="results"))
+    assert output.parent == user_folder and output.is_file()
+
+
+def test_show_selects_the_result(extension, scene, sandbox):
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    record = newest_job(extension)
+    for strip in extension.operators.compat.all_strips(scene):
+        strip.select = False
+    scene.sequence_editor.active_strip = extension.operators.compat.all_strips(scene)["Take 3"]
+    assert bpy.ops.sequencer.talking_face_show(job_id=record.job_id) == {"FINISHED"}
+    active = scene.sequence_editor.active_strip
+    assert active.get("talking_face_job") == record.job_id and active.select
+    assert scene.frame_current == active.frame_final_start
