@@ -93,6 +93,7 @@ class JobRecord:
     height: int = 0
     enhance: bool = False
     fps_original: bool = False
+    estimated_credits: float = 0.0  # checked against the balance before anything is uploaded
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     label: str = ""
     phase: Phase = Phase.PENDING
@@ -232,7 +233,23 @@ class JobRunner:
     # -- phases -----------------------------------------------------------------
 
     def _start(self) -> None:
+        self._check_balance()
         self._advance(Phase.UPLOADING)
+
+    def _check_balance(self) -> None:
+        """Refuse before uploading anything when the account visibly cannot pay for the job."""
+        if self.record.estimated_credits <= 0:
+            return
+        try:
+            balance = self.client.remaining_credits()
+        except errors.NewportError as error:
+            if isinstance(error, errors.AuthenticationError):
+                raise
+            return  # an unknown balance never blocks work
+        if balance is not None and balance < self.record.estimated_credits:
+            raise errors.QuotaError(
+                f"This clip needs about {self.record.estimated_credits:.0f} credits but the account has "
+                f"{balance:g} — top up your Newport AI account, then Retry.")
 
     def _upload_inputs(self) -> None:
         pending = {role: source for role, source in self.record.inputs().items()

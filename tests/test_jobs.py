@@ -220,3 +220,19 @@ def test_store_writes_are_atomic_under_concurrent_saves(tmp_path):
         thread.join()
     assert store.load(record.job_id).message.endswith("-49")
     assert [p.name for p in (tmp_path / "jobs").iterdir()] == [f"{record.job_id}.json"]
+
+
+def test_a_balance_too_low_fails_before_anything_is_uploaded(tmp_path, video_file, audio_file):
+    from newport_api.sandbox import Sandbox
+
+    with Sandbox(credits=3.0) as poor:
+        record = run(poor, make_record(video_file, audio_file, tmp_path, estimated_credits=12.0))
+        assert record.phase == Phase.FAILED and record.error_kind == "quota"
+        assert "needs about 12 credits but the account has 3" in record.error
+        assert poor.count("storage") == 0 and poor.count("submit") == 0
+
+
+def test_an_unknown_balance_never_blocks_the_job(sandbox, tmp_path, video_file, audio_file):
+    sandbox.inject("credits", "html", status=404)
+    record = run(sandbox, make_record(video_file, audio_file, tmp_path, estimated_credits=12.0))
+    assert record.phase == Phase.DOWNLOADED
