@@ -6,7 +6,8 @@ extension installed from the zip, background mode) holds a scene with an untrimm
 ~100 MiB 1080p .mp4 strip and a 10 s WAV as the audio file, and presses Generate:
 ``bpy.ops.sequencer.talking_face_generate()`` runs synchronously (prepare, upload
 both files, submit, poll, download, place the strips) and is timed as a whole.  The
-child also stamps every save of the job record (one per phase) to break the time down.
+child also stamps every save of the job record (one per phase) to break the time down,
+and dismisses the previous run's job first, so that each run is a first Generate.
 
 The reference moves the same bytes with curl against the same sandbox: ``curl -F``
 of the video and of the audio to the storage host, then ``curl -o`` of the stored
@@ -69,6 +70,8 @@ class GenerateBench:
         store.save = stamped  # this instance only: the runner gets it from run_sync
 
     def generate(self) -> dict[str, Any]:
+        for job_id in list(self.controller.views):  # a first Generate each time: nothing earlier to reuse
+            self.controller.dismiss(job_id)
         self.phases.clear()
         started = time.monotonic()
         result = self.bpy.ops.sequencer.talking_face_generate()

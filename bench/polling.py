@@ -90,7 +90,7 @@ def rows(polls: list[float], submitted: float, ended: float, settings: Any) -> l
             f"fixed {settings.poll_interval:g} s polling: {naive:.0f}/min (no interval documented)",
             ratio_text(per_minute / naive), f"backoff to a ceiling ({settings.max_poll_interval:g} s)",
             at_ceiling and no_busy),
-        Row("5. poll intervals (default RunnerSettings)", f"{shown} s",
+        Row("5. poll intervals (default RunnerSettings)", shown,
             f"×1.5 from {settings.poll_interval:g} s up to {settings.max_poll_interval:g} s",
             "—", f"none below {settings.poll_interval:g} s, reaches {settings.max_poll_interval:g} s",
             at_ceiling and no_busy),
