@@ -97,6 +97,43 @@ class JobController:
             report(JobEvent(record.job_id, record.phase.value, record.message, None, record.to_dict()))
         return record
 
+    # -- never paying twice ---------------------------------------------------------
+
+    def reusable_result(self, fingerprint: str) -> JobRecord | None:
+        """An earlier job of this computer that was paid for exactly these inputs and parameters."""
+        for record in sorted(self.views.values(), key=lambda record: record.created_at, reverse=True):
+            if (record.owner.get("fingerprint") == fingerprint and record.phase in (Phase.DONE, Phase.DOWNLOADED)
+                    and os.path.isfile(record.output_path)):
+                return record
+        return None
+
+    def place_reused(self, record: JobRecord, earlier: JobRecord) -> JobRecord:
+        """Import an earlier job's result for ``record`` without sending anything."""
+        record.output_path = earlier.output_path
+        record.owner["reused_from"] = earlier.job_id
+        record.set_phase(Phase.DOWNLOADED, "Reusing an identical earlier result")
+        self.store.save(record)
+        self.views[record.job_id] = record
+        self.place(record)
+        return record
+
+    def reuse_uploads(self, record: JobRecord, margin: float = 2 * 3600.0) -> None:
+        """Copy still-valid upload URLs of inputs with the same content from earlier jobs."""
+        hashes = record.owner.get("input_sha256", {})
+        for role, source in record.inputs().items():
+            digest = hashes.get(role)
+            if not digest or role in record.uploads:
+                continue
+            for earlier in self.views.values():
+                upload = earlier.uploads.get(role)
+                if (earlier.owner.get("input_sha256", {}).get(role) == digest and upload
+                        and earlier.owner.get("base_url") == record.owner.get("base_url")
+                        and float(upload.get("expire_at", 0)) > time.time() + margin):
+                    stat = os.stat(source)
+                    record.uploads[role] = {**upload, "source": source, "size": stat.st_size,
+                                            "mtime": stat.st_mtime}
+                    break
+
     # -- the tick ----------------------------------------------------------------
 
     def tick(self) -> bool:

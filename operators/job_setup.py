@@ -8,6 +8,8 @@ the artist presses Generate.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -217,6 +219,7 @@ def plan_job(context: bpy.types.Context) -> JobRecord:
     prefs = preferences()
     record.owner = {
         "blend_file": bpy.data.filepath,
+        "base_url": credentials().base_url,  # uploads are only reused on the service that stored them
         "scene": scene.name,
         "source_strip": strip.name,
         "source_strips": [strip.name] + ([choice.strip.name] if choice.kind == "STRIP" else []),
@@ -227,10 +230,20 @@ def plan_job(context: bpy.types.Context) -> JobRecord:
         "video_seconds": video.duration,
         "audio_seconds": audio.duration,
         "source_fps": video.fps,
-        "video_sha256": video.sha256,
-        "audio_sha256": audio.sha256,
+        "input_sha256": {"video": video.sha256, "audio": audio.sha256,
+                         "vocals": media.file_sha256(record.vocals) if record.vocals else ""},
     }
+    record.owner["fingerprint"] = job_fingerprint(record)
+    billed = audio.duration or video.duration
+    record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)
     return record
+
+
+def job_fingerprint(record: JobRecord) -> str:
+    """What the service is paid for: the inputs' contents and the parameters, nothing else."""
+    identity = {"inputs": record.owner["input_sha256"], "width": record.width, "height": record.height,
+                "enhance": record.enhance, "fps_original": record.fps_original}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def _prepare_audio(context: bpy.types.Context, work_dir: str) -> media.PreparedMedia:

@@ -66,6 +66,17 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         controller = get_controller()
+        earlier = None if context.scene.talking_face.regenerate else \
+            controller.reusable_result(record.owner["fingerprint"])
+        if earlier is not None:
+            controller.place_reused(record, earlier)
+            if record.phase != Phase.DONE:
+                self.report({"ERROR"}, record.error)
+                return {"CANCELLED"}
+            self.report({"INFO"}, "Talking Face: reused the result of an identical earlier job "
+                                  "(no credits spent; tick Generate Again to pay for a new one).")
+            return {"FINISHED"}
+        controller.reuse_uploads(record)
         credentials = job_setup.credentials()
         if runs_synchronously(self.mode):
             controller.run_sync(record, credentials, log=print)

@@ -66,6 +66,7 @@ def scene(extension: ModuleType, movie: pathlib.Path, speech: pathlib.Path, pref
     settings = fresh.talking_face
     settings.audio_source = "FILE"
     settings.audio_file = str(speech)
+    settings.regenerate = True  # every test pays for its own job unless it tests reuse
     yield fresh
     bpy.context.window.scene = previous  # the scene is kept, not removed: see conftest.KEEP_SCENES_NOTE
 
@@ -111,18 +112,29 @@ def test_generate_places_the_result_above_the_source(extension, scene, sandbox, 
         assert f": {phase}" in printed
 
 
-def test_generating_again_is_a_new_job_never_a_second_import_of_the_old(extension, scene, sandbox):
+def test_generating_again_reuses_the_paid_result_as_a_new_job(extension, scene, sandbox):
     assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
     first = newest_job(extension)
+    requests_after_first = len(sandbox.requests)
+    scene.talking_face.regenerate = False  # the default
     assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
     second = newest_job(extension)
     assert first.job_id != second.job_id
-    assert sandbox.count("submit") == 2
+    assert second.owner["reused_from"] == first.job_id
+    assert sandbox.count("submit") == 1
+    assert len(sandbox.requests) == requests_after_first, "an identical job sends nothing"
     controller(extension).place(first)  # placing a finished job again must not duplicate it
     for record in (first, second):
         movies = [s for s in imported_strips(extension, scene, record.job_id)
                   if extension.operators.compat.is_movie(s)]
         assert len(movies) == 1
+
+
+def test_generate_again_pays_for_a_new_result_reusing_valid_uploads(extension, scene, sandbox):
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    assert sandbox.count("submit") == 2
+    assert sandbox.count("storage") == 2, "the second job reuses the first one's uploads"
 
 
 def test_generate_with_a_sound_strip(extension, scene, sandbox, speech):
@@ -303,3 +315,24 @@ def test_show_selects_the_result(extension, scene, sandbox):
     active = scene.sequence_editor.active_strip
     assert active.get("talking_face_job") == record.job_id and active.select
     assert scene.frame_current == active.frame_final_start
+
+
+@pytest.mark.parametrize("fps_mode", ["25", "ORIGINAL"])
+def test_the_estimate_is_what_the_sent_inputs_cost(extension, scene, sandbox, speech, fps_mode):
+    scene.talking_face.fps_mode = fps_mode
+    shown = extension.operators.job_setup.estimate(bpy.context)
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    record = newest_job(extension)
+    rate = record.owner["source_fps"] / 25 if fps_mode == "ORIGINAL" else 1.0
+    assert abs(record.owner["audio_seconds"] - 1.2) < 0.01  # the speech file as sent
+    assert shown.credits == pytest.approx(record.owner["audio_seconds"] * rate, abs=0.01)
+    assert record.estimated_credits == pytest.approx(shown.credits, abs=0.01)
+
+
+def test_a_balance_too_low_is_refused_before_any_upload(extension, scene, prefs):
+    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
+    with sandbox_module.Sandbox(credits=0.5) as poor:
+        prefs.base_url = poor.base_url
+        with pytest.raises(RuntimeError, match="top up"):
+            bpy.ops.sequencer.talking_face_generate()
+        assert poor.count("storage") == 0 and poor.count("submit") == 0
