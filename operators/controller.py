@@ -17,8 +17,11 @@ crash or a quit; ``resume`` picks them up again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +34,7 @@ from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, N
 from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts
-from . import placement
+from . import media, placement
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 MAX_EVENTS_PER_TICK = 500
@@ -65,6 +68,7 @@ class JobController:
         self.worker = JobWorker(store=store)
         self._owner_updates: dict[str, dict] = {}  # owner changes waiting for a running job to stop
         self._key_check: threading.Thread | None = None
+        self._preparations: dict[str, Preparation] = {}  # jobs whose clip a background Blender is cutting
         self.key_status = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
@@ -96,6 +100,74 @@ class JobController:
             self.place(record)
             report(JobEvent(record.job_id, record.phase.value, record.message, None, record.to_dict()))
         return record
+
+    def launch(self, record: JobRecord, credentials: Credentials, *, sync: bool = False,
+               log: Callable[[str], None] = print) -> JobRecord:
+        """Run a planned job, unless an identical one was already paid for (then reuse its result)."""
+        earlier = None if record.owner.get("regenerate") else self.reusable_result(record.owner["fingerprint"])
+        if earlier is not None:
+            return self.place_reused(record, earlier)
+        self.reuse_uploads(record)
+        if sync:
+            return self.run_sync(record, credentials, log)
+        self.start(record, credentials)
+        return record
+
+    # -- cutting the clip in a background Blender ----------------------------------
+
+    def prepare(self, record: JobRecord, credentials: Credentials) -> None:
+        """Cut the strip in a background process (``owner["cut"]``), then launch the job from ``tick``."""
+        record.set_phase(Phase.PENDING, "Preparing the clip")
+        self.store.save(record)
+        self.views[record.job_id] = record
+        process = subprocess.Popen(record.owner["cut"]["command"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # A reading thread, so the tick never blocks on the pipe; it only ever queues strings.
+        threading.Thread(target=_pump_lines, args=(process, lines), daemon=True,
+                         name=f"talking-face-cut-{record.job_id[:8]}").start()
+        self._preparations[record.job_id] = Preparation(process, lines, credentials)
+
+    def _advance_preparations(self) -> bool:
+        changed = False
+        for job_id, preparation in list(self._preparations.items()):
+            record = self.views[job_id]
+            for _ in range(MAX_EVENTS_PER_TICK):
+                try:
+                    fraction = media.parse_cut_progress(preparation.lines.get_nowait())
+                except queue.Empty:
+                    break
+                if fraction is not None:
+                    record.progress = fraction
+                    changed = True
+            if preparation.process.poll() is None:
+                continue
+            del self._preparations[job_id]
+            self._finish_preparation(record, preparation)
+            changed = True
+        return changed
+
+    def _finish_preparation(self, record: JobRecord, preparation: Preparation) -> None:
+        if self._finish_preparation_common(record, preparation):
+            self.launch(record, preparation.credentials)
+
+    def _finish_preparation_common(self, record: JobRecord, preparation: Preparation) -> bool:
+        """Take the cut file into the record; False (and the record failed) when the cut failed."""
+        output = record.owner["cut"]["output"]
+        try:
+            if preparation.process.returncode != 0 or not os.path.isfile(output):
+                raise media.MediaError(
+                    f"Blender could not cut the clip (it exited with {preparation.process.returncode}) "
+                    "— check the movie strip, then Generate again.")
+            from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
+
+            job_setup.add_video(record, media.describe_video(output, is_source_file=False))
+        except media.MediaError as error:
+            record.fail(NewportError(str(error)))
+            self.store.save(record)
+            return False
+        record.progress = None
+        return True
 
     # -- never paying twice ---------------------------------------------------------
 
@@ -138,7 +210,8 @@ class JobController:
 
     def tick(self) -> bool:
         """Drain worker events and import finished results.  True while any job is active."""
-        changed = self._drain_events()
+        changed = self._advance_preparations()
+        changed = self._drain_events() or changed
         imports = 0
         for record in list(self.views.values()):
             if imports >= MAX_IMPORTS_PER_TICK:
@@ -170,7 +243,7 @@ class JobController:
         waiting = any(record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record)
                       for record in self.views.values())
         checking = self._key_check is not None and self._key_check.is_alive()
-        return bool(self.worker.running_ids()) or waiting or checking
+        return bool(self.worker.running_ids() or self._preparations) or waiting or checking
 
     # -- the key check -----------------------------------------------------------
 
@@ -198,7 +271,7 @@ class JobController:
                            else f"Key accepted — {credits:g} credits left.")
 
     def is_running(self, job_id: str) -> bool:
-        return self.worker.is_running(job_id)
+        return job_id in self._preparations or self.worker.is_running(job_id)
 
     # -- placing results ---------------------------------------------------------
 
@@ -239,6 +312,11 @@ class JobController:
     def cancel(self, job_id: str) -> bool:
         if self.worker.cancel(job_id):
             return True
+        preparation = self._preparations.pop(job_id, None)
+        if preparation is not None:
+            preparation.process.kill()
+            preparation.process.wait()
+            Path(self.views[job_id].owner["cut"]["output"]).unlink(missing_ok=True)
         record = self.views.get(job_id)
         if record is None or record.phase.finished:
             return False
@@ -273,12 +351,24 @@ class JobController:
         for record in self.unfinished_jobs():
             if record.phase == Phase.DOWNLOADED:
                 self.place(record)
+            elif not record.video:  # stopped while its clip was being cut: cut it again
+                self._resume_preparation(record, credentials, sync=sync, log=log)
             elif sync:
                 self.run_sync(record, credentials, log)
             else:
                 self.start(record, credentials)
             resumed.append(record)
         return resumed
+
+    def _resume_preparation(self, record: JobRecord, credentials: Credentials, *, sync: bool,
+                            log: Callable[[str], None]) -> None:
+        if not sync:
+            self.prepare(record, credentials)
+            return
+        process = subprocess.run(record.owner["cut"]["command"], capture_output=True, check=False)
+        done = Preparation(process, queue.SimpleQueue(), credentials)
+        if self._finish_preparation_common(record, done):
+            self.launch(record, credentials, sync=True, log=log)
 
     def dismiss(self, job_id: str) -> None:
         record = self.views.get(job_id)
@@ -309,9 +399,33 @@ class JobController:
         return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     def shutdown(self) -> None:
-        """Stop worker threads without cancelling: their jobs resume next time."""
+        """Stop worker threads and cuts without cancelling: their jobs resume next time."""
+        for preparation in self._preparations.values():
+            preparation.process.kill()
+        self._preparations.clear()
         self.worker.shutdown()
         self._drain_events()
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A background Blender cutting a job's clip, and the lines it printed so far."""
+
+    process: subprocess.Popen | subprocess.CompletedProcess
+    lines: queue.SimpleQueue
+    credentials: Credentials
+
+
+def _pump_lines(process: subprocess.Popen, lines: queue.SimpleQueue) -> None:
+    for line in process.stdout:
+        lines.put(line)
+
+
+def fingerprint(record: JobRecord) -> str:
+    """What the service is paid for: the inputs' contents and the parameters, nothing else."""
+    identity = {"inputs": record.owner["input_sha256"], "width": record.width, "height": record.height,
+                "enhance": record.enhance, "fps_original": record.fps_original}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def tag_sidebar_redraw() -> None:

@@ -8,8 +8,6 @@ the artist presses Generate.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from ..newport_api import JobRecord, estimate_credits
 from ..newport_api.errors import NewportError
 from ..newport_api.http import check_base_url
 from . import compat, media
-from .controller import ADDON_PACKAGE, Credentials, user_folder
+from .controller import ADDON_PACKAGE, Credentials, fingerprint, user_folder
 
 ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
@@ -197,16 +195,27 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "clip"
 
 
-def plan_job(context: bpy.types.Context) -> JobRecord:
-    """Prepare the inputs and describe the job; raises ``media.MediaError`` with a sentence."""
+def background_cut_program() -> str:
+    """The Blender program that cuts clips without freezing this one ('' inside the bpy module).
+
+    ``TALKING_FACE_BLENDER`` names another program (pipelines, tests); else this Blender itself.
+    """
+    program = os.environ.get("TALKING_FACE_BLENDER", "") or bpy.app.binary_path
+    return program if program and os.path.isfile(program) else ""
+
+
+def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
+    """Prepare the inputs and describe the job; raises ``media.MediaError`` with a sentence.
+
+    With ``cut_program``, a strip that needs cutting is not cut here: the record gets the
+    command in ``owner["cut"]`` and the controller runs it in a background process.
+    """
     scene = context.scene
     strip = video_strip(context)
     options = settings(context)
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
     work_dir = user_folder("work", record.job_id)
-    video = media.prepare_video(strip, scene, str(work_dir))
     audio = _prepare_audio(context, str(work_dir))
-    record.video = video.path
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
     record.width, record.height = options.video_width, options.video_height
@@ -226,24 +235,33 @@ def plan_job(context: bpy.types.Context) -> JobRecord:
         "result_name": f"{strip.name} TF",
         "audio_path": audio.path,
         "mute_sources": bool(prefs.mute_sources) if prefs else True,
+        "regenerate": bool(options.regenerate),
         "work_dir": str(work_dir),
-        "video_seconds": video.duration,
         "audio_seconds": audio.duration,
-        "source_fps": video.fps,
-        "input_sha256": {"video": video.sha256, "audio": audio.sha256,
+        "input_sha256": {"audio": audio.sha256,
                          "vocals": media.file_sha256(record.vocals) if record.vocals else ""},
     }
-    record.owner["fingerprint"] = job_fingerprint(record)
-    billed = audio.duration or video.duration
-    record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)
+    if cut_program and media.needs_cut(strip, scene):
+        command, output_path = media.cut_video_command(strip, scene, str(work_dir), blender=cut_program)
+        record.owner["cut"] = {"command": command, "output": output_path}
+        record.message = "Preparing the clip"
+        # Until the cut exists, the estimate comes from the strip; it is refined from the file.
+        billed = audio.duration or media.visible_seconds(strip, scene)
+        record.estimated_credits = estimate_credits(
+            billed, fps_original=record.fps_original, source_fps=media.strip_source_fps(strip))
+    else:
+        add_video(record, media.prepare_video(strip, scene, str(work_dir)))
     return record
 
 
-def job_fingerprint(record: JobRecord) -> str:
-    """What the service is paid for: the inputs' contents and the parameters, nothing else."""
-    identity = {"inputs": record.owner["input_sha256"], "width": record.width, "height": record.height,
-                "enhance": record.enhance, "fps_original": record.fps_original}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+def add_video(record: JobRecord, video: media.PreparedMedia) -> None:
+    """Complete a record with its prepared video: path, content hash, fingerprint and price."""
+    record.video = video.path
+    record.owner.update(video_seconds=video.duration, source_fps=video.fps)
+    record.owner["input_sha256"]["video"] = video.sha256
+    record.owner["fingerprint"] = fingerprint(record)
+    billed = record.owner.get("audio_seconds") or video.duration
+    record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)
 
 
 def _prepare_audio(context: bpy.types.Context, work_dir: str) -> media.PreparedMedia:

@@ -60,34 +60,32 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
         return job_setup.blocking_reason(context)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        sync = runs_synchronously(self.mode)
         try:
-            record = job_setup.plan_job(context)
+            record = job_setup.plan_job(context, cut_program="" if sync else job_setup.background_cut_program())
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         controller = get_controller()
-        earlier = None if context.scene.talking_face.regenerate else \
-            controller.reusable_result(record.owner["fingerprint"])
-        if earlier is not None:
-            controller.place_reused(record, earlier)
-            if record.phase != Phase.DONE:
-                self.report({"ERROR"}, record.error)
-                return {"CANCELLED"}
+        credentials = job_setup.credentials()
+        if "cut" in record.owner:  # the clip is cut by a background Blender; the tick launches the job
+            controller.prepare(record, credentials)
+        else:
+            controller.launch(record, credentials, sync=sync)
+        return self._report(record, sync)
+
+    def _report(self, record, sync: bool) -> set[str]:
+        if record.phase == Phase.FAILED:
+            self.report({"ERROR"}, record.error or record.message)
+            return {"CANCELLED"}
+        if record.owner.get("reused_from"):
             self.report({"INFO"}, "Talking Face: reused the result of an identical earlier job "
                                   "(no credits spent; tick Generate Again to pay for a new one).")
-            return {"FINISHED"}
-        controller.reuse_uploads(record)
-        credentials = job_setup.credentials()
-        if runs_synchronously(self.mode):
-            controller.run_sync(record, credentials, log=print)
-            if record.phase != Phase.DONE:
-                self.report({"ERROR"}, record.error or record.message)
-                return {"CANCELLED"}
+        elif sync:
             self.report({"INFO"}, f"Talking Face: '{record.label}' is on the timeline.")
-            return {"FINISHED"}
-        controller.start(record, credentials)
-        ensure_monitor()
-        self.report({"INFO"}, f"Talking Face: started '{record.label}'.")
+        else:
+            self.report({"INFO"}, f"Talking Face: started '{record.label}'.")
+            ensure_monitor()
         return {"FINISHED"}
 
 

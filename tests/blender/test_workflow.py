@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pathlib
+import sys
 import time
 from types import ModuleType
 
@@ -336,3 +337,49 @@ def test_a_balance_too_low_is_refused_before_any_upload(extension, scene, prefs)
         with pytest.raises(RuntimeError, match="top up"):
             bpy.ops.sequencer.talking_face_generate()
         assert poor.count("storage") == 0 and poor.count("submit") == 0
+
+
+@pytest.fixture
+def background_blender(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """A stand-in for the Blender program (the wheel has none): runs the cut script with bpy's Python."""
+    program = tmp_path / "blender"
+    program.write_text(
+        "#!/bin/sh\n"
+        "# Skip Blender's own options up to --python, then run that script with the bpy module.\n"
+        'while [ "$1" != "--python" ]; do shift; done\n'
+        'shift; script="$1"; shift\n'
+        f'exec "{sys.executable}" "$script" "$@"\n')
+    program.chmod(0o755)
+    monkeypatch.setenv("TALKING_FACE_BLENDER", str(program))
+    return program
+
+
+def trim(extension: ModuleType, scene, frames: int = 5):
+    strip = extension.operators.compat.all_strips(scene)["Take 3"]
+    strip.frame_offset_start = frames
+    strip.frame_offset_end = frames
+    return strip
+
+
+def test_with_a_window_a_trimmed_strip_is_cut_in_a_background_process(extension, scene, sandbox,
+                                                                       background_blender):
+    trim(extension, scene)
+    started = time.monotonic()
+    assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+    assert time.monotonic() - started < 1.0, "the cut must not hold up Generate"
+    record = newest_job(extension)
+    assert record.message == "Preparing the clip" and controller(extension).is_running(record.job_id)
+    assert tick_until(extension, lambda: controller(extension).views[record.job_id].phase.value == "done")
+    frames, _fps = extension.operators.media.video_track_info(controller(extension).views[record.job_id].video)
+    assert frames == MOVIE_FRAMES - 10
+    assert sandbox.count("submit") == 1
+
+
+def test_cancel_while_the_clip_is_being_cut(extension, scene, sandbox, background_blender):
+    trim(extension, scene)
+    assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
+    record = newest_job(extension)
+    assert bpy.ops.sequencer.talking_face_cancel(job_id=record.job_id) == {"FINISHED"}
+    assert controller(extension).views[record.job_id].phase.value == "cancelled"
+    assert not controller(extension).is_running(record.job_id)
+    assert sandbox.requests == []
