@@ -70,6 +70,7 @@ class JobController:
         self._key_check: threading.Thread | None = None
         self._preparations: dict[str, Preparation] = {}  # jobs whose clip a background Blender is cutting
         self.key_status = ""
+        self._key_status_shown = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
 
@@ -220,6 +221,9 @@ class JobController:
                 self.place(record)
                 imports += 1
                 changed = True
+        if self.key_status != self._key_status_shown:
+            self._key_status_shown = self.key_status
+            tag_redraw("PREFERENCES", "WINDOW")  # the Check Key answer lives in the preferences
         if changed:
             self.on_redraw()
         return self.has_active_jobs()
@@ -429,14 +433,19 @@ def fingerprint(record: JobRecord) -> str:
 
 
 def tag_sidebar_redraw() -> None:
+    tag_redraw("SEQUENCE_EDITOR", "UI")
+
+
+def tag_redraw(area_type: str, region_type: str) -> None:
+    """Redraw only the given region type of the given editors, in every window."""
     window_manager = bpy.context.window_manager
     if window_manager is None:
         return
     for window in window_manager.windows:
         for area in window.screen.areas:
-            if area.type == "SEQUENCE_EDITOR":
+            if area.type == area_type:
                 for region in area.regions:
-                    if region.type == "UI":
+                    if region.type == region_type:
                         region.tag_redraw()
 
 
