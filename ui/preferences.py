@@ -35,27 +35,29 @@ class TalkingFacePreferences(bpy.types.AddonPreferences):
     show_advanced: BoolProperty(name="Advanced", default=False)
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        layout.use_property_split = True
-        column = layout.column()
-        if os.environ.get(job_setup.ENV_API_KEY):
-            row = column.row()
-            row.enabled = False
-            row.prop(self, "api_key")
-            column.label(text="Using the key from the NEWPORT_API_KEY environment variable.", icon="INFO")
-        else:
-            column.prop(self, "api_key")
+        draw_preferences(self.layout, self)
+
+
+def draw_preferences(layout: bpy.types.UILayout, prefs: TalkingFacePreferences) -> None:
+    layout.use_property_split = True
+    column = layout.column()
+    if os.environ.get(job_setup.ENV_API_KEY):
         row = column.row()
-        row.operator("sequencer.talking_face_check_key", icon="CHECKMARK")
-        status = get_controller().key_status
-        if status:
-            column.label(text=status)
-        column.prop(self, "output_dir")
-        column.prop(self, "mute_sources")
-        column.prop(self, "show_advanced")
-        if self.show_advanced:
-            column.prop(self, "base_url")
-            column.prop(self, "ca_bundle")
+        row.enabled = False
+        row.prop(prefs, "api_key")
+        column.label(text="Using the key from the NEWPORT_API_KEY environment variable.", icon="INFO")
+    else:
+        column.prop(prefs, "api_key")
+    column.operator("sequencer.talking_face_check_key", icon="CHECKMARK")
+    status = get_controller().key_status
+    if status:
+        column.label(text=status)
+    column.prop(prefs, "output_dir")
+    column.prop(prefs, "mute_sources")
+    column.prop(prefs, "show_advanced")
+    if prefs.show_advanced:
+        column.prop(prefs, "base_url")
+        column.prop(prefs, "ca_bundle")
 
 
 CLASSES = (TalkingFacePreferences,)

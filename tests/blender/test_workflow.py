@@ -257,6 +257,9 @@ def test_the_panel_draws_on_a_real_layout(extension, scene, sandbox, capfd):
     layout = bpy.context.window_manager.popmenu_begin__internal("talking face test").layout
     extension.ui.panel.draw_job_form(layout, bpy.context)
     extension.ui.panel.draw_jobs(layout, bpy.context)
+    prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    prefs.show_advanced = True
+    extension.ui.preferences.draw_preferences(layout, prefs)
     captured = capfd.readouterr()
     assert "not found" not in captured.err
     assert "Error" not in captured.err
