@@ -115,12 +115,12 @@ def remember(command: str) -> None:
 @dataclass(frozen=True)
 class Timed:
     seconds: float
-    max_rss: int  # bytes, of the command itself (os.wait4)
+    cpu_seconds: float  # user + system time of the command and its threads (os.wait4)
     output: str
 
 
 def run_timed(command: Sequence[str], *, record: bool = True, label: str = "") -> Timed:
-    """Run a reference tool; its wall time from spawn to exit, and its own peak resident memory.
+    """Run a reference tool; its wall time from spawn to exit, and the CPU time it used.
 
     ``label`` is how BENCHMARKS.md shows the command (default: the command, shortened).
     """
@@ -137,7 +137,7 @@ def run_timed(command: Sequence[str], *, record: bool = True, label: str = "") -
     process.stdout.close()
     if process.returncode != 0:
         raise BenchError(f"{display_command(command)} failed (exit {process.returncode}):\n{output[-2000:]}")
-    return Timed(seconds, usage.ru_maxrss * 1024, output)
+    return Timed(seconds, usage.ru_utime + usage.ru_stime, output)
 
 
 def settle_disk() -> None:

@@ -7,7 +7,9 @@ what background mode does; a window's Generate runs the same cut in a background
 Blender, which adds Blender's start-up, measured separately as a fresh ``import bpy``).
 The reference re-encodes the same range: ``ffmpeg -ss … -frames:v N -c:v libx264
 -preset medium -crf 18``.  The 10 s cut runs three times each, alternating (ffmpeg,
-ours, ours, ffmpeg, ffmpeg, ours), and medians count; the 60 s cut runs once each.
+ours, ours, ffmpeg, ffmpeg, ours), and medians count; the 60 s cut runs once each.  Each
+side's CPU time (user + system, all threads) is shown too: on a shared machine it
+moves much less than wall time.
 
 Checks, untimed, with ffprobe/ffmpeg: each output's frame count, and which source
 frames its first and last frames are (the closest of the expected frame and its two
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,6 +57,12 @@ STARTUP_RUNS = 3
 # -- inside Blender ----------------------------------------------------------------------------------
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process, all its threads (the encoder's too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class CutBench:
     def __init__(self) -> None:
         from in_blender import part, start_blender
@@ -72,11 +81,11 @@ class CutBench:
                                      frame_start=1)
 
     def prepare(self, strip: Any, work_dir: str) -> dict[str, Any]:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_seconds()
         prepared = self.media.prepare_video(strip, self.scene, work_dir)
-        seconds = time.monotonic() - started
+        seconds, cpu = time.monotonic() - started, cpu_seconds() - cpu
         print(f"[bench] prepare_video: {prepared.frames} frames in {seconds:.2f} s", flush=True)
-        return {"seconds": seconds, "path": prepared.path, "frames": prepared.frames,
+        return {"seconds": seconds, "cpu": cpu, "path": prepared.path, "frames": prepared.frames,
                 "is_source_file": prepared.is_source_file, "sha256": prepared.sha256}
 
     def cut(self, movie: str, first: int, frames: int, work_dir: str) -> dict[str, Any]:
@@ -168,6 +177,8 @@ class Cut:
     frames: int
     ours: list[float]
     ffmpeg: list[float]
+    ours_cpu: list[float]
+    ffmpeg_cpu: list[float]
     ours_exact: Exactness
     ffmpeg_exact: Exactness
     ours_size: int
@@ -184,20 +195,20 @@ class PrepareBench:
         needed = [index for _, frames in CUTS for index in (FIRST, FIRST + frames - 1)]
         self.source_frames = thumbnails(movie, [i + d for i in needed for d in (-1, 0, 1)])
 
-    def ffmpeg_cut(self, frames: int, run: int) -> tuple[float, Path]:
+    def ffmpeg_cut(self, frames: int, run: int) -> tuple[float, float, Path]:
         output = self.work / f"ffmpeg_{frames}_{run}.mp4"
         command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{FIRST / FPS:g}", "-i",
                    self.movie, "-frames:v", str(frames), "-an", "-c:v", "libx264", "-preset", "medium",
                    "-crf", "18"]
         timed = run_timed([*command, output], label=display_command([*command, "$TMP/cut.mp4"]))
         say(f"prepare: ffmpeg cut {frames} frames in {timed.seconds:.2f} s")
-        return timed.seconds, output
+        return timed.seconds, timed.cpu_seconds, output
 
-    def ours_cut(self, frames: int, run: int) -> tuple[float, Path]:
+    def ours_cut(self, frames: int, run: int) -> tuple[float, float, Path]:
         work_dir = self.work / f"ours_{frames}_{run}"
         answer = self.child.request("cut", movie=str(self.movie), first=FIRST, frames=frames,
                                     work_dir=str(work_dir))
-        return answer["seconds"], Path(answer["path"])
+        return answer["seconds"], answer["cpu"], Path(answer["path"])
 
     def measure_cut(self, label: str, frames: int, alternate: bool) -> Cut:
         ffmpeg_runs = [self.ffmpeg_cut(frames, 0)]
@@ -206,8 +217,9 @@ class PrepareBench:
             ours_runs.append(self.ours_cut(frames, 1))
             ffmpeg_runs += [self.ffmpeg_cut(frames, 1), self.ffmpeg_cut(frames, 2)]
             ours_runs.append(self.ours_cut(frames, 2))
-        ours_out, ffmpeg_out = ours_runs[0][1], ffmpeg_runs[0][1]
-        cut = Cut(label, frames, [s for s, _ in ours_runs], [s for s, _ in ffmpeg_runs],
+        ours_out, ffmpeg_out = ours_runs[0][2], ffmpeg_runs[0][2]
+        cut = Cut(label, frames, [run[0] for run in ours_runs], [run[0] for run in ffmpeg_runs],
+                  [run[1] for run in ours_runs], [run[1] for run in ffmpeg_runs],
                   exactness(ours_out, self.source_frames, FIRST, frames),
                   exactness(ffmpeg_out, self.source_frames, FIRST, frames),
                   ours_out.stat().st_size, ffmpeg_out.stat().st_size)
@@ -259,11 +271,14 @@ def startup_row(cut: Cut, startup: float) -> Row:
 
 def cut_rows(cut: Cut) -> list[Row]:
     ours, ffmpeg = median(cut.ours), median(cut.ffmpeg)
+    ours_cpu, ffmpeg_cpu = median(cut.ours_cpu), median(cut.ffmpeg_cpu)
     rows = [Row(f"3. {cut.label} cut at 1080p ({cut.frames} frames), wall time",
-                f"{seconds_text(ours)} ({listed(cut.ours, 1)}; {cut.ours_size / 1e6:.1f} MB)",
+                f"{seconds_text(ours)} ({listed(cut.ours, 1)}; CPU {ours_cpu:.1f} s; "
+                f"{cut.ours_size / 1e6:.1f} MB)",
                 f"ffmpeg -preset medium -crf 18: {seconds_text(ffmpeg)} ({listed(cut.ffmpeg, 1)}; "
-                f"{cut.ffmpeg_size / 1e6:.1f} MB)", ratio_text(ours / ffmpeg), f"≤ {GOAL_RATIO:.1f}×",
-                ours / ffmpeg <= GOAL_RATIO)]
+                f"CPU {ffmpeg_cpu:.1f} s; {cut.ffmpeg_size / 1e6:.1f} MB)",
+                f"{ratio_text(ours / ffmpeg)} (CPU {ratio_text(ours_cpu / ffmpeg_cpu)})",
+                f"≤ {GOAL_RATIO:.1f}×", ours / ffmpeg <= GOAL_RATIO)]
     expected = Exactness(cut.frames, FIRST, FIRST + cut.frames - 1)
     rows.append(Row(f"3. {cut.label} cut, frame-exact", cut.ours_exact.text(),
                     f"ffmpeg: {cut.ffmpeg_exact.text()}", "—", f"exact: {expected.text()}",
