@@ -693,6 +693,81 @@ def test_refused_video_url(api: Api, sb: Sandbox, session: requests.Session) -> 
     assert api.poll(task_id)["videos"][0]["videoUrl"].startswith(sb.cdn_origin)
 
 
+def test_stall_mid_body_fault(api: Api, sb: Sandbox, session: requests.Session) -> None:
+    _, video_url = api.finished_task()
+    sb.inject("download", "stall_mid_body", seconds=0.6)
+    started = time.monotonic()
+    assert session.get(video_url).content == CONTENT  # patient client: the rest arrives after the stall
+    assert time.monotonic() - started >= 0.5
+    sb.inject("download", "stall_mid_body", seconds=5)
+    with session.get(video_url, stream=True, timeout=(5, 0.3)) as answer:
+        assert answer.status_code == 200
+        received = bytearray()
+        with pytest.raises(requests.exceptions.ConnectionError):  # urllib3's read timeout, mid-body
+            for piece in answer.iter_content(4096):
+                received += piece
+    half = len(CONTENT) // 2  # all of the first half arrived, none of the second (a partial read is lost)
+    assert CONTENT.startswith(bytes(received)) and half - 4096 < len(received) <= half
+    sb.inject("poll", "stall_mid_body", seconds=0.3)
+    assert api.call("/api/getAsyncResult", {"taskId": "x" * 32})["code"] == 10192
+
+
+def test_huge_json_fault(api: Api, sb: Sandbox) -> None:
+    sb.inject("credits", "huge_json", bytes=5 * 1024 * 1024)
+    answer = api.post("/api/remaining_credits")
+    assert int(answer.headers["Content-Length"]) == len(answer.content) == 5 * 1024 * 1024
+    assert answer.json()["code"] == 0
+    sb.inject("submit", "huge_json", bytes=100)  # a shaping fault: the task IS created
+    url = api.uploaded_url()
+    assert len(api.post("/api/async/talking_face", {"srcVideoUrl": url, "audioUrl": url,
+                                                    "videoParams": VIDEO_PARAMS}).content) == 100
+
+
+class _Recorder(http.server.ThreadingHTTPServer):
+    """A loopback server that records what reaches it and answers 204."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_any(self) -> None:
+                recorder.seen.append((self.command, self.path, dict(self.headers)))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def test_redirect_fault(api: Api, sb: Sandbox, session: requests.Session) -> None:
+    recorder = _Recorder()
+    try:
+        sb.inject("credits", "redirect", status=307, location=recorder.origin)
+        answer = api.post("/api/remaining_credits?x=1", allow_redirects=False)
+        assert answer.status_code == 307
+        assert answer.headers["Location"] == recorder.origin + "/api/remaining_credits?x=1"
+        _, video_url = api.finished_task()
+        sb.inject("download", "redirect", location=recorder.origin + "/")
+        followed = session.get(video_url)
+        assert followed.status_code == 204 and followed.history[0].status_code == 302
+        assert recorder.seen[0][1] == video_url[len(sb.cdn_origin):]
+        assert recorder.seen[0][0] == "GET"
+    finally:
+        recorder.shutdown()
+        recorder.server_close()
+
+
 def test_forever_and_clear_faults(api: Api, sb: Sandbox) -> None:
     sb.inject("credits", "http_503", times=None)
     assert [api.post("/api/remaining_credits").status_code for _ in range(3)] == [503] * 3
@@ -705,6 +780,9 @@ def test_forever_and_clear_faults(api: Api, sb: Sandbox) -> None:
     ("submit", "status0", {}),
     ("download", "code", {"code": 1}), ("poll", "code", {}), ("storage", "slow", {}),
     ("download", "slow", {"bytes_per_second": 0}), ("credits", "http_500", {"retry_after": 1}),
+    ("download", "huge_json", {}), ("poll", "redirect", {}), ("poll", "redirect", {"location": "ftp://x"}),
+    ("poll", "redirect", {"location": "http://127.0.0.1:9", "status": 200}),
+    ("credits", "huge_json", {"bytes": 1}), ("poll", "stall_mid_body", {"seconds": -1}),
 ])
 def test_inject_refuses_what_it_cannot_do(sb: Sandbox, phase: str, fault: str,
                                           options: dict[str, Any]) -> None:
@@ -762,7 +840,8 @@ def test_cli_help_documents_faults_and_the_result() -> None:
     shown = subprocess.run([sys.executable, "-m", "newport_api.sandbox", "--help"], capture_output=True,
                            text=True, env=environment, cwd=REPO_ROOT, timeout=20, check=True).stdout
     assert "byte for byte" in shown
-    for fault in ("http_429", "reset_mid_body", "task_failed", "cut_short", "refused", "slow"):
+    for fault in ("http_429", "reset_mid_body", "task_failed", "cut_short", "refused", "slow", "redirect",
+                  "huge_json", "stall_mid_body"):
         assert fault in shown
 
 

@@ -5,12 +5,13 @@ next requests of that phase, in arrival order; then normal service resumes.
 Faults fall into three groups, which matters for requests that cost money:
 
 * answering faults replace the answer and the request is NOT processed
-  (``http_*``, ``code``, ``html``, ``empty_body``, ``reset``, ``expired``):
-  a submit answered with ``http_503`` creates no task;
+  (``http_*``, ``code``, ``html``, ``empty_body``, ``reset``, ``expired``,
+  ``redirect``): a submit answered with ``http_503`` creates no task;
 * shaping faults let the request be processed, then spoil or delay the answer
-  (``reset_mid_body``, ``malformed_json``, ``stall``, ``slow``, ``cut_short`` and
-  the poll-only faults): a submit answered with ``reset_mid_body`` DID create a
-  task, exactly like a real answer lost on the way back;
+  (``reset_mid_body``, ``malformed_json``, ``huge_json``, ``stall``,
+  ``stall_mid_body``, ``slow``, ``cut_short`` and the poll-only faults): a
+  submit answered with ``reset_mid_body`` DID create a task, exactly like a
+  real answer lost on the way back;
 * ``refused`` is consumed by the answers that hand out an origin: get_policy's
   ``host`` for phase "storage", a successful poll's ``videoUrl`` for "download".
 
@@ -68,7 +69,17 @@ FAULTS: Mapping[str, FaultSpec] = MappingProxyType({
                                 "process the request, send headers and about half the body, then RST"),
     "stall": FaultSpec(_ALL, False, "wait options.get('seconds', 30) before answering normally",
                        frozenset({"seconds"})),
+    "stall_mid_body": FaultSpec(_ALL, False,
+                                "process the request, send headers and about half the body, then wait "
+                                "options.get('seconds', 30) before sending the rest", frozenset({"seconds"})),
     "malformed_json": FaultSpec(_NOT_DOWNLOAD, False, "HTTP 200 application/json with a truncated JSON body"),
+    "huge_json": FaultSpec(_NOT_DOWNLOAD, False,
+                           "process the request, then answer HTTP 200 application/json with a valid envelope "
+                           "of options.get('bytes', 8 MiB)", frozenset({"bytes"})),
+    "redirect": FaultSpec(_ALL, True,
+                          "answer options.get('status', 302) with Location: options['location'] followed by "
+                          "the request's own path and query", frozenset({"location", "status"}),
+                          frozenset({"location"})),
     "status0": FaultSpec(frozenset({"poll"}), False, "the task is reported with status 0 (queued)"),
     "task_failed": FaultSpec(frozenset({"poll"}), False,
                              "the task fails for good: status 4, reason=options.get('reason', 'No face was "
@@ -140,6 +151,14 @@ def _validate_option_values(name: str, options: Mapping[str, Any]) -> None:
         raise TypeError("option 'code' of fault 'code' must be an int")
     if name == "html":
         number("status", 100)
+    if name == "redirect":
+        location, status = options["location"], options.get("status", 302)
+        if not isinstance(location, str) or not location.startswith(("http://", "https://")):
+            raise ValueError("option 'location' of fault 'redirect' must be an http(s) URL")
+        if isinstance(status, bool) or status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"option 'status' of fault 'redirect' must be a redirect status, not {status!r}")
+    if name == "huge_json":
+        number("bytes", 64)
     number("seconds", 0)
     number("bytes_per_second", 0, strictly_above=True)
 

@@ -402,6 +402,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return html_error(int(fault.option("status", 502)))
         if fault.name == "expired":
             return oss_error(404, "NoSuchKey", "The specified key does not exist.")
+        if fault.name == "redirect":
+            location = str(fault.options["location"]).rstrip("/") + self.path
+            return Reply(int(fault.option("status", 302)), b"", "text/plain", (("Location", location),))
         return Reply(200)  # empty_body
 
     def stall(self, seconds: float) -> bool:
@@ -426,6 +429,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         name = fault.name if fault is not None else None
         if name == "malformed_json":
             reply = replace(reply, body=reply.body[: max(1, len(reply.body) // 2)], content_type=JSON_TYPE)
+        if name == "huge_json" and fault is not None:
+            reply = Reply(200, huge_envelope(int(fault.option("bytes", HUGE_JSON_BYTES))))
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(reply.content_length))
@@ -437,15 +442,22 @@ class SandboxHandler(BaseHTTPRequestHandler):
         throttle = None
         if name == "slow" and fault is not None and fault.phase == "download":
             throttle = Throttle(float(fault.options["bytes_per_second"]), self.context.stopping)
-        sent = self.write_body(reply, limit, throttle)
+        if name == "stall_mid_body" and fault is not None and limit > 0:
+            half = self.write_body(reply, limit // 2, throttle)
+            if not self.stall(float(fault.option("seconds", 30))):
+                return
+            sent = half + self.write_body(reply, limit - half, throttle, skip=half)
+        else:
+            sent = self.write_body(reply, limit, throttle)
         if name == "reset_mid_body":
             self.reset_connection()
         elif cut or sent < limit:
             self.close_connection = True  # the client sees fewer bytes than Content-Length promised
 
-    def write_body(self, reply: Reply, limit: int, throttle: Throttle | None) -> int:
+    def write_body(self, reply: Reply, limit: int, throttle: Throttle | None, skip: int = 0) -> int:
+        """Send ``limit`` bytes of the body, starting ``skip`` bytes in."""
         sent = 0
-        for data in _body_pieces(reply, limit, throttle):
+        for data in _body_pieces(reply, limit, throttle, skip):
             self.wfile.write(data)
             sent += len(data)
             if throttle:
@@ -453,15 +465,24 @@ class SandboxHandler(BaseHTTPRequestHandler):
         return sent
 
 
-def _body_pieces(reply: Reply, limit: int, throttle: Throttle | None) -> Iterator[bytes]:
+HUGE_JSON_BYTES = 8 * 1024 * 1024
+
+
+def huge_envelope(size: int) -> bytes:
+    """A valid success envelope of exactly ``size`` bytes (at least its frame), padded in ``message``."""
+    head, tail = b'{"code": 0, "message": "', b'", "data": null}'
+    return head + b"x" * max(0, size - len(head) - len(tail)) + tail
+
+
+def _body_pieces(reply: Reply, limit: int, throttle: Throttle | None, skip: int = 0) -> Iterator[bytes]:
     size = throttle.chunk_size(CHUNK_BYTES) if throttle else CHUNK_BYTES
     if reply.file is None:
-        view = memoryview(reply.body)[:limit]
+        view = memoryview(reply.body)[skip:skip + limit]
         for start in range(0, len(view), size):
             yield bytes(view[start:start + size])
         return
     with open(reply.file.path, "rb") as source:
-        source.seek(reply.file.start)
+        source.seek(reply.file.start + skip)
         remaining = limit
         while remaining > 0 and (data := source.read(min(size, remaining))):
             remaining -= len(data)
