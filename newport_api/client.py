@@ -23,7 +23,15 @@ import requests
 
 from . import errors
 from .cancel import CancelToken
-from .http import MAX_JSON_BYTES, RetryPolicy, Timeouts, Transport, read_capped
+from .http import (
+    MAX_JSON_BYTES,
+    MSG_RATE_LIMITED,
+    RetryPolicy,
+    Timeouts,
+    Transport,
+    parse_retry_after,
+    read_capped,
+)
 from .models import DEFAULT_BASE_URL, TalkingFaceRequest, TaskInfo, UploadedFile, UploadPolicy
 
 CHUNK_SIZE = 1024 * 1024
@@ -37,6 +45,16 @@ ProgressCallback = Callable[[int, int | None], None]
 
 MSG_RESULT_EXPIRED = ("The result is no longer on Newport AI's servers (results are kept about a day) "
                       "— use Retry to generate it again.")
+MSG_DOWNLOAD_BROKEN = ("The download of the result kept breaking off — check your internet connection, "
+                       "then use Retry to resume it.")
+MSG_DOWNLOAD_NOT_VIDEO = ("Newport AI's result server sent something that is not the video — "
+                          "use Retry in a few minutes to download it again.")
+MSG_STORAGE_UNAVAILABLE = ("Newport AI's storage is not answering properly right now — "
+                           "try again in a few minutes.")
+MSG_STORAGE_LOST = ("Newport AI's storage did not keep the upload — try again in a few minutes, "
+                    "and report it if it keeps happening.")
+MSG_STORAGE_REFUSED = ("Newport AI's storage refused the upload — try again in a few minutes, "
+                       "and report it if it keeps happening.")
 
 
 class NewportClient:
@@ -56,7 +74,7 @@ class NewportClient:
         self.close()
 
     def close(self) -> None:
-        self.transport.session.close()
+        self.transport.close()
 
     @property
     def cancel(self) -> CancelToken:
@@ -84,11 +102,24 @@ class NewportClient:
         size = source.stat().st_size
 
         def post_once() -> str:
-            policy = self.get_upload_policy()
+            try:
+                policy = self.get_upload_policy()  # retried on its own: its failure is final here
+            except errors.NewportError as error:
+                raise _Final(error) from None
             return self._post_to_storage(policy, source, size, on_progress)
 
-        req_id = self.transport.with_retries(post_once)
-        data = self.transport.call_api("/api/file/v1/policy_upload_finish", json_body={"reqId": req_id})
+        for round_number in (1, 2):
+            try:
+                req_id = self.transport.with_retries(post_once)
+            except _Final as final:
+                raise final.error from None
+            try:
+                data = self.transport.call_api("/api/file/v1/policy_upload_finish", json_body={"reqId": req_id})
+                break
+            except errors.InvalidParameterError as error:
+                # The service does not know the upload: storage said yes but kept nothing.  Once more.
+                if round_number == 2:
+                    raise errors.ServiceUnavailableError(MSG_STORAGE_LOST, detail=error.detail) from None
         url = data.get("url") if isinstance(data, dict) else None
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise errors.ProtocolError("Newport AI did not confirm the upload — try again.",
@@ -108,10 +139,10 @@ class NewportClient:
         }
         body = MultipartFileBody(fields, source, size, self.cancel, on_progress)
         response = self.transport.send_plain(
-            "POST", policy.host, data=body, stream=True,
+            "POST", policy.host, data=body, stream=True, allow_redirects=False,
             headers={"Content-Type": body.content_type, "Content-Length": str(len(body))})
         with response:
-            raw = read_capped(response, MAX_JSON_BYTES)
+            raw = read_capped(response, MAX_JSON_BYTES, cancel=self.cancel)
             if response.status_code >= 300:
                 raise _storage_error(response, raw)
             return _req_id_from_storage_answer(raw, self.transport) or policy.req_id
@@ -157,8 +188,12 @@ class NewportClient:
                  on_progress: ProgressCallback | None = None) -> Path:
         """Stream ``url`` into ``dest``.part, resuming with Range, and rename it when complete.
 
-        Retries count only attempts that made no progress, so a long transfer
-        over a flaky line keeps going as long as bytes keep arriving.
+        The file is named by the caller only: nothing in the URL or the
+        answer's headers chooses where it goes.  Retries count only attempts
+        that made no progress, so a long transfer over a flaky line keeps
+        going as long as bytes keep arriving; a read that waits longer than
+        the read timeout for a byte counts as a failed attempt.  Redirects
+        are followed (result hosts use them) and never carry the API key.
         """
         target = Path(dest)
         part = target.with_name(target.name + ".part")
@@ -186,15 +221,16 @@ class NewportClient:
         with response:
             if response.status_code == 416 and have:
                 part.unlink()
-                raise errors.NetworkError("The download must restart.", detail="range not satisfiable")
+                raise errors.NetworkError(MSG_DOWNLOAD_BROKEN, detail="range not satisfiable: restarting")
             if response.status_code in (403, 404, 410):
                 raise errors.ResultExpiredError(MSG_RESULT_EXPIRED, http_status=response.status_code)
             self.transport.raise_for_http_status(response, host="download")
+            _check_looks_like_media(response)
             offset = 0
             if response.status_code == 206:
                 if _content_range_start(response) != have:
                     part.unlink(missing_ok=True)
-                    raise errors.NetworkError("The download must restart.", detail="unexpected range")
+                    raise errors.NetworkError(MSG_DOWNLOAD_BROKEN, detail="unexpected range: restarting")
                 offset = have
             total = _total_size(response, offset)
             self._write_stream(response, part, offset, total, on_progress)
@@ -211,13 +247,24 @@ class NewportClient:
                     if on_progress:
                         on_progress(written, total)
             except requests.RequestException as exc:
-                raise errors.NetworkError("The download was interrupted; it will resume.",
-                                          detail=type(exc).__name__) from None
+                raise self.transport.broken_transfer(exc, MSG_DOWNLOAD_BROKEN) from None
             out.flush()
             os.fsync(out.fileno())
         if total is not None and written != total:
-            raise errors.NetworkError("The download was cut short; it will resume.",
-                                      detail=f"{written} of {total} bytes")
+            self.cancel.raise_if_cancelled()
+            raise errors.NetworkError(MSG_DOWNLOAD_BROKEN, detail=f"cut short: {written} of {total} bytes")
+        if written == 0:
+            part.unlink(missing_ok=True)
+            raise errors.ServiceUnavailableError(MSG_DOWNLOAD_NOT_VIDEO, detail="the result is empty",
+                                                 http_status=response.status_code)
+
+
+class _Final(Exception):
+    """Carries an error through ``with_retries`` without another round of retries."""
+
+    def __init__(self, error: errors.NewportError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class MultipartFileBody:
@@ -274,18 +321,20 @@ def _storage_name(name: str) -> str:
 
 
 def _storage_error(response: requests.Response, raw: bytes) -> errors.NewportError:
+    """The error for a storage answer of 300 or more; its message must also do as the final word."""
     code, message = _oss_error(raw)
     detail = f"storage HTTP {response.status_code}: {code} {message}".strip()
-    if response.status_code == 429 or response.status_code >= 500:
-        return errors.ServiceUnavailableError(
-            "Newport AI's storage is not answering properly — the upload will be retried.",
-            http_status=response.status_code, detail=detail)
+    if response.status_code == 429:
+        return errors.RateLimitedError(MSG_RATE_LIMITED, retry_after=parse_retry_after(response),
+                                       http_status=429, detail=detail)
+    if response.status_code >= 500:
+        return errors.ServiceUnavailableError(MSG_STORAGE_UNAVAILABLE, http_status=response.status_code,
+                                              detail=detail)
     if code == "EntityTooLarge":
         return errors.StorageError("The file is too large for Newport AI's storage — use a shorter clip.",
                                    http_status=response.status_code, detail=detail)
     # A refused signature or an expired policy heals with a fresh policy, so retry.
-    return errors.ServiceUnavailableError("Newport AI's storage refused the upload — it will be retried.",
-                                          http_status=response.status_code, detail=detail)
+    return errors.ServiceUnavailableError(MSG_STORAGE_REFUSED, http_status=response.status_code, detail=detail)
 
 
 def _oss_error(raw: bytes) -> tuple[str, str]:
@@ -326,6 +375,14 @@ def _url_expiry(url: str, expire_at_text: Any) -> float:
         except ValueError:
             pass
     return min(candidates)
+
+
+def _check_looks_like_media(response: requests.Response) -> None:
+    """An error page served with a success status must not become the result video."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type in ("text/html", "application/xhtml+xml"):
+        raise errors.ServiceUnavailableError(MSG_DOWNLOAD_NOT_VIDEO, http_status=response.status_code,
+                                             detail=f"the result was served as {content_type}")
 
 
 def _size_or_zero(path: Path) -> int:

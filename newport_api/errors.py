@@ -118,6 +118,24 @@ class NotConnectedError(NetworkError):
     """The connection never opened, so the request certainly did not arrive."""
 
 
+class TLSError(NewportError):
+    """The server's certificate failed verification; a CA bundle may be missing, retrying will not help.
+
+    The request never left this machine, so even a submit is certain not to have arrived.
+    """
+
+    kind = "tls"
+
+
+class StillProcessingError(NewportError):
+    """The task stayed in the service's queue or in processing beyond the runner's patience.
+
+    The task id is kept: Retry polls the same task again and pays nothing more.
+    """
+
+    kind = "still_processing"
+
+
 class StorageError(NewportError):
     """The upload storage refused the file."""
 

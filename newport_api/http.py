@@ -8,6 +8,12 @@ Rules this module enforces for every caller:
   credentials of its own.
 * The base URL must be https, except for loopback addresses (the sandbox).
 * TLS verification is always on; a custom CA bundle may replace the default.
+  Proxies from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) are
+  honoured, as requests does by default.
+* Every request has a connect and a read timeout; the read timeout is also
+  the longest a transfer may go without a byte before it counts as a fault.
+* A cancel breaks a blocked request at once: the transport registers an abort
+  with its cancel token that shuts its sockets down (see ``sockets``).
 * JSON answers are read with a size cap, so a runaway body is an error rather
   than an out-of-memory.
 * Calls marked ``idempotent`` are retried on network errors, 429 and 5xx with
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -33,6 +41,7 @@ import requests
 
 from . import errors
 from .cancel import CancelToken
+from .sockets import AbortableAdapter, SocketRegistry
 
 T = TypeVar("T")
 
@@ -45,6 +54,9 @@ MSG_QUOTA = "Newport AI refused the job: out of credits or over the rate limit �
 MSG_RATE_LIMITED = "Newport AI is busy (too many requests) — wait a minute, then retry."
 MSG_UNREACHABLE = "Can't reach Newport AI — check your internet connection, then retry."
 MSG_UNAVAILABLE = "Newport AI is not answering properly right now — try again in a few minutes."
+MSG_TLS = ("The secure connection to Newport AI could not be verified — if your network inspects HTTPS, "
+           "set its CA bundle in Preferences ▸ Add-ons ▸ Talking Face, then retry.")
+MSG_TOO_LARGE = "Newport AI sent an unexpectedly large answer — try again later."
 
 KEY_ERROR_CODES = {13005: MSG_KEY_MISSING, 13006: MSG_KEY_REJECTED, 13007: MSG_KEY_REJECTED}
 QUOTA_CODES = {13015}
@@ -55,6 +67,13 @@ ILLEGAL_PARAMETER_CODES = {10192}
 class Timeouts:
     connect: float = 10.0
     read: float = 60.0  # also the longest a transfer may go without a single byte
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0 < value < math.inf):
+                raise ValueError(f"Timeouts.{name} must be a positive number of seconds, not {value!r}")
 
     def as_tuple(self) -> tuple[float, float]:
         return (self.connect, self.read)
@@ -103,6 +122,18 @@ def check_base_url(base_url: str) -> str:
     return base_url.strip().rstrip("/")
 
 
+def check_ca_bundle(ca_bundle: str | None) -> str | None:
+    """Return the CA bundle path to use (None: the default), or raise if it cannot be read."""
+    if not ca_bundle or not ca_bundle.strip():
+        return None
+    path = os.path.expanduser(ca_bundle.strip())
+    if not (os.path.isfile(path) or os.path.isdir(path)):
+        raise errors.ConfigurationError(
+            f"The CA bundle '{ca_bundle.strip()}' does not exist — fix or clear its path in "
+            "Preferences ▸ Add-ons ▸ Talking Face.", detail="ca_bundle is neither a file nor a folder")
+    return path
+
+
 class Transport:
     def __init__(self, base_url: str, api_key: str, *, timeouts: Timeouts | None = None,
                  retry: RetryPolicy | None = None, ca_bundle: str | None = None,
@@ -114,7 +145,25 @@ class Transport:
         self.cancel = cancel or CancelToken()
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        self.session.verify = ca_bundle or True
+        # Checked again before every request, so a bad path fails the job with a sentence
+        # instead of a traceback in whichever thread created the client.
+        self._ca_problem: errors.ConfigurationError | None = None
+        try:
+            self.session.verify = check_ca_bundle(ca_bundle) or True
+        except errors.ConfigurationError as problem:
+            self._ca_problem = problem
+            self.session.verify = True
+        self._sockets = SocketRegistry()
+        adapter = AbortableAdapter(self._sockets)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self._forget_abort = self.cancel.on_cancel(self._sockets.abort)
+
+    def close(self) -> None:
+        """Close the connections; the transport makes no more requests after this."""
+        self._forget_abort()
+        self.session.close()
+        self._sockets.close()
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r}, api_key=<hidden>)"
@@ -149,8 +198,8 @@ class Transport:
                     headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"})
                 with response:
                     return self._read_envelope(response, allow_empty=allow_empty)
-            except (errors.ServiceUnavailableError, errors.NetworkError) as error:
-                if idempotent or isinstance(error, errors.NotConnectedError):
+            except errors.NewportError as error:
+                if idempotent or self.cancel.cancelled or not fate_unknown(error):
                     raise
                 raise submit_uncertain(error) from None
 
@@ -158,7 +207,7 @@ class Transport:
 
     def _read_envelope(self, response: requests.Response, *, allow_empty: bool) -> Any:
         self.raise_for_http_status(response, host="api")
-        raw = read_capped(response, MAX_JSON_BYTES)
+        raw = read_capped(response, MAX_JSON_BYTES, cancel=self.cancel)
         if not raw.strip():
             if allow_empty:
                 return None
@@ -230,18 +279,40 @@ class Transport:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         self.cancel.raise_if_cancelled()
+        if self._ca_problem is not None:
+            raise self._ca_problem
         if "Authorization" in kwargs.get("headers", {}) and not self.is_api_url(url):
             raise errors.ConfigurationError("Refusing to send the API key to a host that is not the API.")
+        kwargs.pop("verify", None)  # verification is the session's, and always on
+        kwargs.pop("timeout", None)  # every request gets both timeouts
         try:
             return self.session.request(method, url, timeout=self.timeouts.as_tuple(), **kwargs)
         except requests.RequestException as exc:
             raise self._network_error(exc) from None
+        except OSError as exc:  # e.g. a CA bundle that vanished after the check
+            if self.cancel.cancelled:
+                raise errors.CancelledError("The job was cancelled.") from None
+            raise errors.ConfigurationError(
+                "A local network setting is broken (CA bundle or proxy) — check Preferences ▸ Add-ons ▸ "
+                "Talking Face and your proxy settings.", detail=self.redact(f"{type(exc).__name__}: {exc}"),
+            ) from None
 
-    def _network_error(self, exc: requests.RequestException) -> errors.NetworkError:
+    def _network_error(self, exc: requests.RequestException) -> errors.NewportError:
         detail = self.redact(f"{type(exc).__name__}: {exc}")
+        if self.cancel.cancelled:
+            return errors.CancelledError("The job was cancelled.", detail=detail)
+        if is_certificate_problem(exc):
+            return errors.TLSError(MSG_TLS, detail=detail)
         if request_never_left(exc):
             return errors.NotConnectedError(MSG_UNREACHABLE, detail=detail)
         return errors.NetworkError(MSG_UNREACHABLE, detail=detail)
+
+    def broken_transfer(self, exc: BaseException, message: str = MSG_UNREACHABLE) -> errors.NewportError:
+        """The error for a body that broke off while being read (CancelledError if we broke it)."""
+        detail = self.redact(f"{type(exc).__name__}: {exc}")
+        if self.cancel.cancelled:
+            return errors.CancelledError("The job was cancelled.", detail=detail)
+        return errors.NetworkError(message, detail=detail)
 
     def with_retries(self, attempt: Callable[[], T], *, idempotent: bool = True,
                      on_retry: Callable[[errors.NewportError, float], None] | None = None) -> T:
@@ -254,6 +325,8 @@ class Transport:
             try:
                 return attempt()
             except errors.NewportError as error:
+                if self.cancel.cancelled and not isinstance(error, errors.CancelledError):
+                    raise errors.CancelledError("The job was cancelled.", detail=error.detail) from None
                 if not self._worth_retrying(error, idempotent) or number == self.retry.attempts - 1:
                     raise
                 delay = self.retry.delay(number, getattr(error, "retry_after", None))
@@ -271,11 +344,38 @@ class Transport:
         return isinstance(error, (errors.RateLimitedError, errors.NotConnectedError))
 
 
+MSG_SUBMIT_UNCERTAIN = ("Newport AI did not confirm that the job started, so it may or may not be running; "
+                        "it was not sent twice — check your Newport AI account, then use Retry to submit "
+                        "again.")
+
+
 def submit_uncertain(cause: errors.NewportError) -> errors.SubmitUncertainError:
-    return errors.SubmitUncertainError(
-        "The connection broke while starting the job, so it may or may not have started; it was not sent "
-        "twice — check your Newport AI account, then use Retry to submit again.",
-        detail=cause.detail, http_status=cause.http_status)
+    return errors.SubmitUncertainError(MSG_SUBMIT_UNCERTAIN, detail=cause.detail, http_status=cause.http_status)
+
+
+def fate_unknown(error: errors.NewportError) -> bool:
+    """After a request that must not be repeated: True when the service may have acted on it.
+
+    Refusals the service states (an error code, 401/403, 429, a redirect or
+    404) and connections that never opened are certain; a broken, stalled,
+    garbled or server-error answer is not.
+    """
+    if isinstance(error, (errors.CancelledError, errors.NotConnectedError, errors.RateLimitedError,
+                          errors.TLSError, errors.ConfigurationError)):
+        return False
+    if isinstance(error, (errors.ServiceUnavailableError, errors.NetworkError)):
+        return True
+    if isinstance(error, errors.ProtocolError):
+        return error.http_status is None or error.http_status < 300
+    return False
+
+
+def is_certificate_problem(exc: requests.RequestException) -> bool:
+    """A certificate that failed verification: retrying will not help, a CA bundle might."""
+    if not isinstance(exc, requests.exceptions.SSLError):
+        return False
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text or "hostname" in text
 
 
 def request_never_left(exc: requests.RequestException) -> bool:
@@ -305,18 +405,23 @@ def parse_retry_after(response: requests.Response) -> float | None:
         return None
 
 
-def read_capped(response: requests.Response, limit: int) -> bytes:
-    """Read a whole body, refusing one larger than ``limit`` bytes."""
+def read_capped(response: requests.Response, limit: int, *, cancel: CancelToken | None = None) -> bytes:
+    """Read a whole body, refusing one larger than ``limit`` bytes (before reading it, if it says so)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        raise errors.ServiceUnavailableError(MSG_TOO_LARGE, http_status=response.status_code,
+                                             detail=f"Content-Length {declared} is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
         for chunk in response.iter_content(64 * 1024):
             size += len(chunk)
-            if size > limit:
-                raise errors.ProtocolError(
-                    "Newport AI sent an unexpectedly large answer — try again later.",
-                    detail=f"body over {limit} bytes")
+            if size > limit:  # a garbled answer like any other: retried where that is safe
+                raise errors.ServiceUnavailableError(MSG_TOO_LARGE, http_status=response.status_code,
+                                                     detail=f"body over {limit} bytes")
             chunks.append(chunk)
     except requests.RequestException as exc:
+        if cancel is not None and cancel.cancelled:
+            raise errors.CancelledError("The job was cancelled.") from None
         raise errors.NetworkError(MSG_UNREACHABLE, detail=f"{type(exc).__name__} while reading") from None
     return b"".join(chunks)

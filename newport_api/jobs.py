@@ -77,7 +77,7 @@ INPUT_ROLES = ("video", "audio", "vocals")
 class RunnerSettings:
     poll_interval: float = 2.0
     max_poll_interval: float = 15.0
-    processing_limit: float = 60 * 60.0  # then report a stall; Retry keeps waiting
+    processing_limit: float = 60 * 60.0  # seconds waiting for one task; then report it, Retry keeps waiting
     poll_error_budget: float = 10 * 60.0  # consecutive seconds of failed polls tolerated
     upload_reuse_margin: float = 2 * 3600.0  # an uploaded URL must outlive the task by this much
     progress_interval: float = 0.1  # at most this often a progress event per job
@@ -111,6 +111,8 @@ class JobRecord:
     phase_started_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
     owner: dict[str, Any] = field(default_factory=dict)  # the host's own data (scene, strips, …)
+    error_detail: str = ""  # technical detail of the error, for logs and bug reports (never the key)
+    wait_started_at: float = 0.0  # when waiting for the task began; Retry restarts the clock
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -141,6 +143,7 @@ class JobRecord:
     def fail(self, error: errors.NewportError) -> None:
         self.error = str(error)
         self.error_kind = error.kind
+        self.error_detail = error.detail
         self.set_phase(Phase.FAILED, str(error))
 
     @property
@@ -158,15 +161,19 @@ class JobRecord:
         if resubmit or not self.task_id:
             self.task_id = ""
             self.submit_started_at = 0.0
+            self.wait_started_at = 0.0
             self.result_url = ""
             self.result_expire_at = 0.0
+            self.part_path.unlink(missing_ok=True)  # a partial download of another result
             self.set_phase(Phase.UPLOADING)
         elif self.result_url and self.result_expire_at > time.time():
             self.set_phase(Phase.DOWNLOADING)
         else:
+            self.wait_started_at = time.time()  # keep waiting for the same task: the clock starts again
             self.set_phase(Phase.PROCESSING)
         self.error = ""
         self.error_kind = ""
+        self.error_detail = ""
         self.finished_at = 0.0
 
 
@@ -219,13 +226,17 @@ class JobRunner:
         except errors.CancelledError:
             self._stop_for_cancel()
         except errors.NewportError as error:
-            self.record.fail(error)
-            self._commit()
+            if self.cancel.cancelled:  # whatever broke, it broke because the job was stopped
+                self._stop_for_cancel()
+            else:
+                self._fail(error)
         except Exception as error:  # noqa: BLE001 — a bug must still end the job with a sentence, not a dead thread
-            self.record.fail(errors.NewportError(
-                "Talking Face hit an unexpected error — use Retry, and report it if it happens again.",
-                detail=f"{type(error).__name__}: {error}"))
-            self._commit()
+            if self.cancel.cancelled:
+                self._stop_for_cancel()
+            else:
+                self._fail(errors.NewportError(
+                    "Talking Face hit an unexpected error — use Retry, and report it if it happens again.",
+                    detail=f"{type(error).__name__}: {error}"))
         finally:
             self._emit(self._event(stopped=True))
         return self.record
@@ -297,6 +308,7 @@ class JobRunner:
         self.record.submit_started_at = time.time()
         self._commit()  # saved before sending: the one guard against paying twice after a crash
         self.record.task_id = self.client.submit_talking_face(request)
+        self.record.wait_started_at = time.time()
         self._advance(Phase.QUEUED)
 
     def _wait_for_result(self) -> None:
@@ -315,7 +327,8 @@ class JobRunner:
                 task = None
             if task is not None and self._handle_task(task):
                 return
-            self._check_processing_limit()
+            if task is not None:  # while polls fail the task's state is unknown: the error budget decides
+                self._check_processing_limit()
             self.cancel.sleep(interval)
             interval = min(interval * 1.5, self.settings.max_poll_interval)
 
@@ -325,36 +338,67 @@ class JobRunner:
             if not task.video_urls:
                 raise errors.NoResultError(
                     "Newport AI finished the job but returned no video — use Retry to generate it again.")
-            self.record.result_url = task.video_urls[0]
-            self.record.result_expire_at = task.expire_at or time.time() + 23 * 3600
+            if not self.record.result_url:
+                self.record.part_path.unlink(missing_ok=True)  # a leftover of some other result
+            self._take_result(task)
             self._advance(Phase.DOWNLOADING)
             return True
         if task.status == TaskStatus.FAILED:
-            reason = task.reason or "no reason given"
+            reason = " ".join((task.reason or "no reason given").split())[:300].rstrip(". ")
             raise errors.TaskFailedError(
-                f"Newport AI could not make this clip: {reason.rstrip('.')}. Adjust the inputs, then Retry.",
-                reason=reason)
+                f"Newport AI could not make this clip ({reason}) — adjust the inputs, then use Retry.",
+                reason=task.reason)
         # Queued, submitted or no status at all: keep waiting, never step back from processing.
         if task.status == TaskStatus.PROCESSING and self.record.phase != Phase.PROCESSING:
             self._advance(Phase.PROCESSING)
         return False
 
     def _check_processing_limit(self) -> None:
-        waited = time.time() - (self.record.submit_started_at or self.record.phase_started_at)
-        if waited > self.settings.processing_limit:
-            minutes = int(self.settings.processing_limit // 60)
-            raise errors.NewportError(
-                f"Newport AI has been working on this clip for over {minutes} minutes — "
-                "use Retry to keep waiting for the same job (it will not be paid again).")
+        started = (self.record.wait_started_at or self.record.submit_started_at
+                   or self.record.phase_started_at)
+        if time.time() - started > self.settings.processing_limit:
+            raise errors.StillProcessingError(
+                f"Newport AI has been working on this clip for over {_duration(self.settings.processing_limit)} "
+                "— use Retry to keep waiting for the same job (it will not be paid again).")
+
+    def _take_result(self, task: TaskInfo) -> None:
+        self.record.result_url = task.video_urls[0]
+        self.record.result_expire_at = task.expire_at or time.time() + 23 * 3600
 
     def _download_result(self) -> None:
         if self.record.result_expire_at and self.record.result_expire_at < time.time():
             raise errors.ResultExpiredError(
                 "The result expired on Newport AI's servers before it was downloaded — "
                 "use Retry to generate it again.")
+        try:
+            self._download()
+        except errors.NewportError as error:
+            # A result URL that stopped working (a signature past its time, a host gone) may be
+            # replaced by a fresh one: ask the service once, then try again with what it says.
+            refreshable = error.retryable or isinstance(error, errors.ResultExpiredError)
+            if isinstance(error, errors.CancelledError) or not refreshable or not self._refresh_result_url():
+                raise
+            self._download()
+        self._advance(Phase.DOWNLOADED, "Result downloaded")
+
+    def _download(self) -> None:
         self.client.download(self.record.result_url, self.record.output_path,
                              on_progress=lambda done, total: self._progress(done / total if total else None))
-        self._advance(Phase.DOWNLOADED, "Result downloaded")
+
+    def _refresh_result_url(self) -> bool:
+        if not self.record.task_id:
+            return False
+        try:
+            task = self.client.get_task(self.record.task_id)
+        except errors.CancelledError:
+            raise
+        except errors.NewportError:
+            return False
+        if task.status != TaskStatus.SUCCEEDED or not task.video_urls:
+            return False
+        self._take_result(task)
+        self._commit()
+        return True
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -363,7 +407,19 @@ class JobRunner:
             self._commit()  # keep the phase: the next session resumes from here
             return
         self.record.part_path.unlink(missing_ok=True)
-        self.record.set_phase(Phase.CANCELLED, "Cancelled")
+        message = "Cancelled"
+        if self.record.phase == Phase.SUBMITTING and self.record.submit_started_at and not self.record.task_id:
+            message = ("Cancelled while starting the job, so it may already be running on Newport AI "
+                       "— check your account before generating it again.")
+        self.record.set_phase(Phase.CANCELLED, message)
+        self._commit()
+
+    def _fail(self, error: errors.NewportError) -> None:
+        redact = self.client.transport.redact  # the last guard: nothing stored may carry the key
+        error.detail = redact(error.detail or "")
+        error.message = redact(error.message)
+        error.args = (error.message,)
+        self.record.fail(error)
         self._commit()
 
     def _advance(self, phase: Phase, message: str = "") -> None:
@@ -385,3 +441,12 @@ class JobRunner:
     def _event(self, stopped: bool = False) -> JobEvent:
         return JobEvent(job_id=self.record.job_id, phase=self.record.phase.value, message=self.record.message,
                         progress=self.record.progress, record=self.record.to_dict(), stopped=stopped)
+
+
+def _duration(seconds: float) -> str:
+    """'90 seconds', '5 minutes', '2 hours': how long a limit is, for a message."""
+    if seconds < 120:
+        return f"{max(1, round(seconds))} seconds"
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60)} minutes"
+    return f"{seconds / 3600:g} hours"

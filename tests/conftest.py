@@ -64,3 +64,42 @@ def env_with_key(**extra: str) -> dict[str, str]:
     env = dict(os.environ, NEWPORT_API_KEY=API_KEY, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     env.update(extra)
     return env
+
+
+# --- the fault matrix's report (tests/test_fault_matrix.py fills it) ------------------------------------
+
+FAULT_MATRIX = pytest.StashKey[list]()
+MATRIX_MARKS = {"completed": "C", "failed correctly": "F", "wrong": "X"}
+
+
+@pytest.fixture(scope="session")
+def fault_matrix_report(request: pytest.FixtureRequest) -> list[dict]:
+    """Where each fault-matrix case leaves {phase, fault, variant, verdict, problems}."""
+    return request.config.stash.setdefault(FAULT_MATRIX, [])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    results = config.stash.get(FAULT_MATRIX, None)
+    if not results:
+        return
+    write = terminalreporter.write_line
+    counts = {verdict: sum(1 for r in results if r["verdict"] == verdict) for verdict in MATRIX_MARKS}
+    terminalreporter.section("fault matrix")
+    write(f"fault matrix: {len(results)} cases tried, {counts['completed']} completed, "
+          f"{counts['failed correctly']} failed correctly, {counts['wrong']} wrong")
+    phases = list(dict.fromkeys(r["phase"] for r in results))
+    faults = list(dict.fromkeys(r["fault"] for r in results))
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in results:
+        cells.setdefault((r["fault"], r["phase"]), {})[r["variant"]] = MATRIX_MARKS[r["verdict"]]
+    write("cell = once/forever: C completed, F failed correctly, X wrong, . not run")
+    write(f"{'':<16}" + "".join(f"{phase:>10}" for phase in phases))
+    for fault in faults:
+        row = []
+        for phase in phases:
+            cell = cells.get((fault, phase))
+            row.append(f"{cell.get('once', '.')}/{cell.get('forever', '.')}" if cell else "-")
+        write(f"{fault:<16}" + "".join(f"{text:>10}" for text in row))
+    for r in results:
+        if r["verdict"] == "wrong":
+            write(f"WRONG {r['phase']}/{r['fault']}/{r['variant']}: {'; '.join(r['problems'])}")
