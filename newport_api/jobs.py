@@ -445,8 +445,10 @@ class JobRunner:
 
 def _duration(seconds: float) -> str:
     """'90 seconds', '5 minutes', '2 hours': how long a limit is, for a message."""
+    if seconds < 1.5:
+        return "a second"
     if seconds < 120:
-        return f"{max(1, round(seconds))} seconds"
+        return f"{round(seconds)} seconds"
     if seconds < 2 * 3600:
         return f"{round(seconds / 60)} minutes"
     return f"{seconds / 3600:g} hours"

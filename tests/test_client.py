@@ -242,3 +242,82 @@ def test_cancel_stops_an_upload_between_chunks(sandbox, tmp_path):
             client.upload_file(big, on_progress=cancel_after_first_chunk)
         assert time.monotonic() - started < 5
     assert sandbox.count("finish") == 0
+
+
+# --- timeouts and stalls (issue 5, part 4) -------------------------------------------------------------------
+
+def test_every_request_of_a_job_has_a_connect_and_a_read_timeout(sandbox, video_file, audio_file, tmp_path):
+    from newport_api import JobRecord, JobRunner, RunnerSettings
+
+    seen: list[object] = []
+    with NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY, timeouts=Timeouts(3, 7)) as client:
+        adapter = client.transport.session.get_adapter(sandbox.base_url)
+        assert adapter is client.transport.session.get_adapter("https://api.newportai.com")
+        send = adapter.send
+
+        def recording_send(request, **kwargs):
+            seen.append(kwargs.get("timeout"))
+            return send(request, **kwargs)
+
+        adapter.send = recording_send
+        record = JobRecord(video=str(video_file), audio=str(audio_file), output_path=str(tmp_path / "r.mp4"))
+        JobRunner(client, record, settings=RunnerSettings(poll_interval=0.05)).run()
+        client.remaining_credits()
+    assert record.phase.value == "downloaded"
+    assert len(seen) == len(sandbox.requests) >= 10
+    assert set(seen) == {(3, 7)}
+
+
+@pytest.mark.parametrize("connect,read", [(0, 5), (5, 0), (None, 5), (5, float("inf")), (-1, 5), (True, 5)])
+def test_timeouts_must_be_positive_and_finite(connect, read):
+    with pytest.raises(ValueError):
+        Timeouts(connect, read)
+
+
+def test_a_download_that_stops_mid_body_is_a_fault_and_resumes(client, sandbox, video_file, audio_file,
+                                                              tmp_path):
+    task = wait_for_success(client, upload_and_submit(client, video_file, audio_file))
+    sandbox.inject("download", "stall_mid_body", seconds=10)
+    with NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY, timeouts=Timeouts(5, 0.3)) as impatient:
+        started = time.monotonic()
+        out = impatient.download(task.video_urls[0], tmp_path / "result.mp4")
+        assert time.monotonic() - started < 3, "no progress for the read timeout must end the attempt"
+    assert out.read_bytes() == video_file.read_bytes()
+    ranged = [r.headers.get("Range") for r in sandbox.requests if r.phase == "download"]
+    assert ranged[0] is None and ranged[1].startswith("bytes=") and ranged[1] != "bytes=0-"
+
+
+def test_a_stalled_api_answer_is_retried_after_the_read_timeout(sandbox):
+    sandbox.inject("credits", "stall", seconds=10)
+    with NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY, timeouts=Timeouts(5, 0.3)) as impatient:
+        started = time.monotonic()
+        assert impatient.remaining_credits() == 1000.0
+        assert 0.25 < time.monotonic() - started < 3
+    assert sandbox.count("credits") == 2
+
+
+def test_cancel_ends_a_request_blocked_on_a_stalled_server_at_once(sandbox):
+    import threading
+
+    sandbox.inject("credits", "stall", seconds=30)
+    outcome: list[BaseException] = []
+    client = NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY, timeouts=Timeouts(5, 20))
+
+    def call() -> None:
+        try:
+            client.remaining_credits()
+        except errors.NewportError as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    while sandbox.count("credits") == 0:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    started = time.monotonic()
+    client.cancel.cancel()
+    caller.join(2)
+    assert not caller.is_alive() and time.monotonic() - started < 0.5
+    assert isinstance(outcome[0], errors.CancelledError)
+    client.close()
+    assert sandbox.count("credits") == 1, "a cancelled call is not retried"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import queue
+import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,8 +25,10 @@ from newport_api import (
     Phase,
     RunnerSettings,
     StopReason,
+    errors,
 )
 from newport_api.http import Timeouts
+from newport_api.sandbox import Sandbox
 
 FAST = RunnerSettings(poll_interval=0.05, max_poll_interval=0.2, progress_interval=0.0)
 
@@ -236,3 +241,185 @@ def test_an_unknown_balance_never_blocks_the_job(sandbox, tmp_path, video_file, 
     sandbox.inject("credits", "html", status=404)
     record = run(sandbox, make_record(video_file, audio_file, tmp_path, estimated_credits=12.0))
     assert record.phase == Phase.DOWNLOADED
+
+
+# --- cancel and shutdown while a request is blocked (issue 5, part 3) -------------------------------------
+
+PATIENT = Timeouts(connect=5, read=10)  # without an abort, a blocked request would wait this long
+KEPT_PHASE = {"policy": Phase.UPLOADING, "storage": Phase.UPLOADING, "finish": Phase.UPLOADING,
+              "submit": Phase.SUBMITTING, "poll": Phase.QUEUED, "download": Phase.DOWNLOADING}
+
+
+def block_in(sandbox, phase: str) -> None:
+    if phase in ("storage", "download"):
+        sandbox.inject(phase, "slow", bytes_per_second=64 * 1024)  # 4 MiB: a minute
+    else:
+        sandbox.inject(phase, "stall", seconds=30)
+
+
+def wait_until_blocked(sandbox, worker: JobWorker, phase: str) -> None:
+    """Until the job's request of ``phase`` is on the wire and the server is holding it."""
+    if phase == "storage":  # a first chunk went out, the next one waits for the slow reader
+        assert wait_for_event(worker, lambda e: e.phase == "uploading" and (e.progress or 0) > 0)
+    elif phase == "download":  # the first 1 MiB chunk takes 16 s to arrive at this pace
+        assert wait_for_event(worker, lambda e: e.phase == "downloading")
+    else:
+        deadline = time.monotonic() + 10
+        while sandbox.count(phase) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sandbox.count(phase) == 1
+    time.sleep(0.3)  # well inside the blocked call
+
+
+@pytest.mark.parametrize("phase", ["policy", "storage", "finish", "submit", "poll", "download"])
+def test_cancel_breaks_a_blocked_request_within_a_second(sandbox, tmp_path, audio_file, phase):
+    video = write_bytes(tmp_path / "video.mp4", 4 * 1024 * 1024)
+    store = JobStore(tmp_path / "jobs")
+    block_in(sandbox, phase)
+    worker = JobWorker(lambda token: NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY,
+                                                   timeouts=PATIENT, cancel=token), store, settings=FAST)
+    record = make_record(video, audio_file, tmp_path)
+    worker.start(record)
+    wait_until_blocked(sandbox, worker, phase)
+    cancelled_at = time.monotonic()
+    assert worker.cancel(record.job_id)
+    assert worker.join(record.job_id, timeout=1.0), f"still blocked in {phase}"
+    assert time.monotonic() - cancelled_at < 1.0
+    stored = store.load(record.job_id)
+    assert stored.phase == Phase.CANCELLED and not stored.error
+    assert not Path(record.output_path).exists()
+    assert not Path(record.output_path + ".part").exists()
+    assert sandbox.count("submit") == (1 if phase in ("submit", "poll", "download") else 0)
+    if phase == "submit":
+        assert "may already be running" in stored.message
+
+
+@pytest.mark.parametrize("phase", ["policy", "storage", "finish", "submit", "poll", "download"])
+def test_shutdown_breaks_a_blocked_request_and_keeps_the_phase(sandbox, tmp_path, audio_file, phase):
+    video = write_bytes(tmp_path / "video.mp4", 4 * 1024 * 1024)
+    store = JobStore(tmp_path / "jobs")
+    block_in(sandbox, phase)
+    worker = JobWorker(lambda token: NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY,
+                                                   timeouts=PATIENT, cancel=token), store, settings=FAST)
+    record = make_record(video, audio_file, tmp_path)
+    worker.start(record)
+    wait_until_blocked(sandbox, worker, phase)
+    stopping_at = time.monotonic()
+    assert worker.shutdown(timeout=1.0) == []
+    assert time.monotonic() - stopping_at < 1.0
+    stored = store.load(record.job_id)
+    assert stored.phase == KEPT_PHASE[phase]
+    assert not Path(record.output_path).exists()
+    # The next session resumes from the kept phase, and never submits twice by itself.
+    sandbox.clear_faults()
+    resumed = run(sandbox, stored, store)
+    if phase == "submit":
+        assert resumed.phase == Phase.FAILED and resumed.error_kind == "submit_uncertain"
+        assert sandbox.count("submit") == 1
+    else:
+        assert resumed.phase == Phase.DOWNLOADED
+        assert Path(record.output_path).read_bytes() == video.read_bytes()
+        assert sandbox.count("submit") == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="a connect stuck in SYN_SENT is made with a full listen backlog, which only "
+                           "Linux drops silently")
+def test_cancel_breaks_a_blocked_connect():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the accept queue: further SYNs are dropped, connects hang
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    time.sleep(0.1)
+    token = CancelToken()
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        with NewportClient(API_KEY, base_url, retry=FAST_RETRY, timeouts=Timeouts(connect=10, read=10),
+                           cancel=token) as client:
+            try:
+                client.remaining_credits()
+                outcome.append(None)
+            except Exception as error:  # noqa: BLE001
+                outcome.append(error)
+
+    caller = threading.Thread(target=call, daemon=True)
+    try:
+        caller.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        token.cancel()
+        caller.join(2)
+        assert not caller.is_alive() and time.monotonic() - started < 1.0
+        assert isinstance(outcome[0], errors.CancelledError), outcome
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_cancel_token_runs_abort_callbacks_once():
+    token = CancelToken()
+    calls = []
+    forget = token.on_cancel(lambda: calls.append("a"))
+    token.on_cancel(lambda: calls.append("b"))
+    token.on_cancel(lambda: 1 / 0)  # a failing abort does not stop the others or the cancel
+    forget()
+    token.cancel()
+    token.cancel()
+    assert calls == ["b"] and token.cancelled
+    token.on_cancel(lambda: calls.append("late"))  # already cancelled: runs at once
+    assert calls == ["b", "late"]
+
+
+# --- a task that takes too long (issue 5, part 4) -----------------------------------------------------------
+
+def test_a_task_processing_too_long_is_reported_and_retry_keeps_waiting_for_the_same_task(
+        tmp_path, video_file, audio_file):
+    impatient = dataclasses.replace(FAST, processing_limit=0.6)
+    with Sandbox(processing_seconds=2.5) as slow:
+        record = make_record(video_file, audio_file, tmp_path)
+        with make_client(slow) as client:
+            JobRunner(client, record, settings=impatient).run()
+        assert record.phase == Phase.FAILED and record.error_kind == "still_processing"
+        assert record.error == ("Newport AI has been working on this clip for over a second — use Retry to "
+                                "keep waiting for the same job (it will not be paid again).")
+        task_id = record.task_id
+        assert task_id and not Path(record.output_path).exists()
+
+        record.prepare_retry()  # the artist keeps waiting: the same task, polled again
+        assert record.phase == Phase.PROCESSING and record.task_id == task_id
+        started = time.monotonic()
+        with make_client(slow) as client:
+            JobRunner(client, record, settings=impatient).run()
+        assert record.phase == Phase.FAILED and record.error_kind == "still_processing"
+        assert time.monotonic() - started >= 0.55, "Retry must restart the clock, not fail at once"
+
+        record.prepare_retry()
+        with make_client(slow) as client:
+            JobRunner(client, record, settings=dataclasses.replace(FAST, processing_limit=30)).run()
+        assert record.phase == Phase.DOWNLOADED
+        assert Path(record.output_path).read_bytes() == video_file.read_bytes()
+        assert record.task_id == task_id
+        assert slow.count("submit") == 1
+        assert slow.count("storage") == 2
+
+
+def test_failing_polls_are_not_mistaken_for_a_slow_task(sandbox, tmp_path, video_file, audio_file):
+    sandbox.inject("poll", "http_503", times=None)
+    settings = dataclasses.replace(FAST, processing_limit=0.01, poll_error_budget=0.3)
+    with make_client(sandbox) as client:
+        record = JobRunner(client, make_record(video_file, audio_file, tmp_path), settings=settings).run()
+    assert record.phase == Phase.FAILED and record.error_kind == "service_unavailable"
+    record.prepare_retry()
+    assert record.phase == Phase.PROCESSING and record.task_id
+    sandbox.clear_faults()
+    assert run(sandbox, record).phase == Phase.DOWNLOADED
+    assert sandbox.count("submit") == 1
