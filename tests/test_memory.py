@@ -1,7 +1,9 @@
 """Large transfers stream: 1 GiB up and down grows the client's memory by less than 64 MiB.
 
 The client runs in a child process (so the sandbox's own buffers are not
-counted) and reports its peak resident size before and after each transfer.
+counted) and reports its peak resident size (VmHWM) after each transfer.  The
+peak is reset after warm-up through /proc/self/clear_refs: ru_maxrss would
+carry the parent's peak across fork and exec and hide any growth below it.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ GIB = 1024 ** 3
 LIMIT = 64 * 1024 * 1024
 
 CHILD = textwrap.dedent("""
-    import json, os, resource, sys, requests
+    import json, os, sys
     from newport_api import NewportClient
     def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    def reset_peak():
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
     base_url, source, dest = sys.argv[1:4]
     client = NewportClient(os.environ["NEWPORT_API_KEY"], base_url)
     client.get_upload_policy()  # warm up imports and the connection pool
+    reset_peak()
     before = peak()
     uploaded = client.upload_file(source)
     after_upload = peak()
+    reset_peak()
     client.download(uploaded.url, dest)
     after_download = peak()
     print(json.dumps({"before": before, "upload": after_upload, "download": after_download}))
