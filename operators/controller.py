@@ -229,25 +229,31 @@ class JobController:
         return self.has_active_jobs()
 
     def _drain_events(self) -> bool:
-        changed = False
+        """Take up to ``MAX_EVENTS_PER_TICK`` events; only each job's latest snapshot is decoded."""
+        latest: dict[str, JobEvent] = {}
+        stopped: set[str] = set()
         for _ in range(MAX_EVENTS_PER_TICK):
             try:
                 event = self.worker.events.get_nowait()
             except queue.Empty:
                 break
+            latest[event.job_id] = event
+            if event.stopped:
+                stopped.add(event.job_id)
+        for job_id, event in latest.items():
             record = JobRecord.from_dict(event.record)
-            record.owner.update(self._owner_updates.get(event.job_id, {}))
-            if event.stopped and self._owner_updates.pop(event.job_id, None):
+            record.owner.update(self._owner_updates.get(job_id, {}))
+            if job_id in stopped and self._owner_updates.pop(job_id, None):
                 self.store.save(record)  # the runner no longer writes it
-            self.views[event.job_id] = record
-            changed = True
-        return changed
+            self.views[job_id] = record
+        return bool(latest)
 
     def has_active_jobs(self) -> bool:
-        waiting = any(record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record)
-                      for record in self.views.values())
-        checking = self._key_check is not None and self._key_check.is_alive()
-        return bool(self.worker.running_ids() or self._preparations) or waiting or checking
+        if self._preparations or (self._key_check is not None and self._key_check.is_alive()):
+            return True
+        return any(self.is_running(record.job_id)
+                   or (record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record))
+                   for record in self.views.values() if not record.phase.finished)
 
     # -- the key check -----------------------------------------------------------
 
