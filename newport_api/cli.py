@@ -17,6 +17,7 @@ from pathlib import Path
 from . import errors
 from .cancel import CancelToken
 from .client import NewportClient
+from .http import check_ca_bundle
 from .jobs import JobEvent, JobRecord, JobRunner, Phase, RunnerSettings
 from .models import DEFAULT_BASE_URL
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: set NEWPORT_API_KEY to your Newport AI API key.", file=sys.stderr)
         return EXIT_USAGE
     try:
+        check_ca_bundle(args.ca_bundle)
         client = NewportClient(api_key, args.base_url, ca_bundle=args.ca_bundle, cancel=CancelToken())
     except errors.NewportError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -149,10 +149,11 @@ class Transport:
         # instead of a traceback in whichever thread created the client.
         self._ca_problem: errors.ConfigurationError | None = None
         try:
-            self.session.verify = check_ca_bundle(ca_bundle) or True
+            self._verify: str | bool = check_ca_bundle(ca_bundle) or True
         except errors.ConfigurationError as problem:
             self._ca_problem = problem
-            self.session.verify = True
+            self._verify = True
+        self.session.verify = self._verify
         self._sockets = SocketRegistry()
         adapter = AbortableAdapter(self._sockets)
         self.session.mount("https://", adapter)
@@ -283,8 +284,10 @@ class Transport:
             raise self._ca_problem
         if "Authorization" in kwargs.get("headers", {}) and not self.is_api_url(url):
             raise errors.ConfigurationError("Refusing to send the API key to a host that is not the API.")
-        kwargs.pop("verify", None)  # verification is the session's, and always on
         kwargs.pop("timeout", None)  # every request gets both timeouts
+        # Verification is always on.  Passed per request because requests lets REQUESTS_CA_BUNDLE or
+        # CURL_CA_BUNDLE override a session's CA bundle; with no bundle set, those still apply.
+        kwargs["verify"] = self._verify
         try:
             return self.session.request(method, url, timeout=self.timeouts.as_tuple(), **kwargs)
         except requests.RequestException as exc:

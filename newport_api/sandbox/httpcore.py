@@ -430,7 +430,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if name == "malformed_json":
             reply = replace(reply, body=reply.body[: max(1, len(reply.body) // 2)], content_type=JSON_TYPE)
         if name == "huge_json" and fault is not None:
-            reply = Reply(200, huge_envelope(int(fault.option("bytes", HUGE_JSON_BYTES))))
+            self.send_huge_json(int(fault.option("bytes", HUGE_JSON_BYTES)))
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(reply.content_length))
@@ -464,14 +465,30 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 throttle.account(len(data))
         return sent
 
+    def send_huge_json(self, size: int) -> None:
+        """A valid success envelope of ``size`` bytes (at least its frame), padded in ``message``.
+
+        Streamed from one reused block, so a huge answer costs the sandbox no memory.
+        """
+        head, tail = b'{"code": 0, "message": "', b'", "data": null}'
+        padding = max(0, size - len(head) - len(tail))
+        self.send_response(200)
+        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Content-Length", str(len(head) + padding + len(tail)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        self.close_connection = True  # clients are expected to hang up part-way
+        block = b"x" * CHUNK_BYTES
+        self.wfile.write(head)
+        while padding > 0:
+            piece = block if padding >= len(block) else block[:padding]
+            self.wfile.write(piece)
+            padding -= len(piece)
+        self.wfile.write(tail)
+
 
 HUGE_JSON_BYTES = 8 * 1024 * 1024
-
-
-def huge_envelope(size: int) -> bytes:
-    """A valid success envelope of exactly ``size`` bytes (at least its frame), padded in ``message``."""
-    head, tail = b'{"code": 0, "message": "', b'", "data": null}'
-    return head + b"x" * max(0, size - len(head) - len(tail)) + tail
 
 
 def _body_pieces(reply: Reply, limit: int, throttle: Throttle | None, skip: int = 0) -> Iterator[bytes]:
