@@ -380,9 +380,11 @@ def matrix_findings(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         caught.add(self.job_id, error)
         fail(self, error)
 
+    folders = {case.id: tmp_path_factory.mktemp(case.id) for case in selected}  # not thread-safe: made here
+
     def guarded(case: Case) -> list[str]:
         try:
-            return run_case(case, tmp_path_factory.mktemp(case.id), caught)
+            return run_case(case, folders[case.id], caught)
         except Exception as error:  # noqa: BLE001 — a crash is this case's finding, not every case's
             return [f"the case crashed: {type(error).__name__}: {error}"]
 
