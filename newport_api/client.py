@@ -35,6 +35,8 @@ from .http import (
 from .models import DEFAULT_BASE_URL, TalkingFaceRequest, TaskInfo, UploadedFile, UploadPolicy
 
 CHUNK_SIZE = 1024 * 1024
+# Writes of 256 KiB stay within a core's L2 cache; 1 MiB writes made downloads 2-3x slower (bench/).
+DOWNLOAD_CHUNK_SIZE = 256 * 1024
 UPLOAD_SCENE = "Dream-CN"
 # Storage URLs are promised for a day; the service's expiry stamps carry no
 # time zone, so they are read as the earliest plausible one (UTC+8).
@@ -240,7 +242,7 @@ class NewportClient:
         written = offset
         with open(part, "ab" if offset else "wb") as out:
             try:
-                for chunk in response.iter_content(CHUNK_SIZE):
+                for chunk in response.iter_content(DOWNLOAD_CHUNK_SIZE):
                     self.cancel.raise_if_cancelled()
                     out.write(chunk)
                     written += len(chunk)
