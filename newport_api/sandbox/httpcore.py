@@ -292,6 +292,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 120  # idle keep-alive connections do not hold a thread forever
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms delayed-ACK stall
     role: ClassVar[str] = "other"
     server: SandboxServer
     url: SplitResult
