@@ -13,7 +13,7 @@ import os
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from ..newport_api import Phase
+from ..newport_api import JobRecord, Phase
 from . import compat, job_setup
 from .controller import get_controller
 from .media import MediaError
@@ -142,10 +142,22 @@ def ensure_monitor() -> None:
 
 
 class JobOperator(TalkingFaceOperator):
+    """Operators on one job of the list, named by ``job_id``."""
+
     job_id: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
 
-    def record(self):
+    def record(self) -> JobRecord | None:
         return get_controller().views.get(self.job_id)
+
+
+class NetworkOperator(TalkingFaceOperator):
+    """Operators that talk to the service: grey while it may not be reached, sync or async by ``mode``."""
+
+    mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return job_setup.network_blocking_reason()
 
 
 class SEQUENCER_OT_talking_face_cancel(JobOperator, bpy.types.Operator):
@@ -166,17 +178,11 @@ class SEQUENCER_OT_talking_face_cancel(JobOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEQUENCER_OT_talking_face_retry(JobOperator, bpy.types.Operator):
+class SEQUENCER_OT_talking_face_retry(JobOperator, NetworkOperator, bpy.types.Operator):
     """Run a failed or cancelled job again, reusing whatever is still valid"""
 
     bl_idname = "sequencer.talking_face_retry"
     bl_label = "Retry Talking Face Job"
-
-    mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
-
-    @classmethod
-    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
-        return job_setup.network_blocking_reason()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         controller = get_controller()
@@ -191,17 +197,11 @@ class SEQUENCER_OT_talking_face_retry(JobOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEQUENCER_OT_talking_face_resume(TalkingFaceOperator, bpy.types.Operator):
+class SEQUENCER_OT_talking_face_resume(NetworkOperator, bpy.types.Operator):
     """Continue every unfinished Talking Face job of this file"""
 
     bl_idname = "sequencer.talking_face_resume"
     bl_label = "Resume Talking Face Jobs"
-
-    mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
-
-    @classmethod
-    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
-        return job_setup.network_blocking_reason()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         resumed = get_controller().resume(job_setup.credentials(), sync=runs_synchronously(self.mode))
@@ -213,20 +213,17 @@ class SEQUENCER_OT_talking_face_resume(TalkingFaceOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEQUENCER_OT_talking_face_check_key(TalkingFaceOperator, bpy.types.Operator):
+class SEQUENCER_OT_talking_face_check_key(NetworkOperator, bpy.types.Operator):
     """Ask Newport AI whether the API key works, and how many credits are left"""
 
     bl_idname = "sequencer.talking_face_check_key"
     bl_label = "Check Key"
 
-    @classmethod
-    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
-        return job_setup.network_blocking_reason()
-
     def execute(self, context: bpy.types.Context) -> set[str]:
         controller = get_controller()
-        controller.check_key(job_setup.credentials(), sync=bpy.app.background)
-        if bpy.app.background:
+        sync = runs_synchronously(self.mode)
+        controller.check_key(job_setup.credentials(), sync=sync)
+        if sync:
             self.report({"INFO"}, controller.key_status)
         else:
             ensure_monitor()

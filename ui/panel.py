@@ -138,12 +138,4 @@ def draw_job(box: bpy.types.UILayout, record: JobRecord) -> None:
 
 CLASSES = (SEQUENCER_PT_talking_face, SEQUENCER_PT_talking_face_jobs)
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

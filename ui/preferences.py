@@ -62,12 +62,4 @@ def draw_preferences(layout: bpy.types.UILayout, prefs: TalkingFacePreferences) 
 
 CLASSES = (TalkingFacePreferences,)
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
