@@ -173,9 +173,7 @@ def estimate(context: bpy.types.Context) -> Estimate | None:
 
 def _audio_seconds(context: bpy.types.Context) -> float | None:
     choice = audio_choice(context)
-    if choice.kind == "STRIP" and choice.strip is not None:
-        return media.visible_seconds(choice.strip, context.scene)
-    if choice.kind == "MOVIE" and choice.strip is not None:
+    if choice.strip is not None:  # a sound strip, or the movie's own sound: its visible part
         return media.visible_seconds(choice.strip, context.scene)
     return media.audio_file_seconds(choice.path) if choice.path else None
 

@@ -271,8 +271,8 @@ def wait_until_blocked(sandbox, worker: JobWorker, phase: str) -> None:
     time.sleep(0.3)  # well inside the blocked call
 
 
-@pytest.mark.parametrize("phase", ["policy", "storage", "finish", "submit", "poll", "download"])
-def test_cancel_breaks_a_blocked_request_within_a_second(sandbox, tmp_path, audio_file, phase):
+def start_blocked_job(sandbox, tmp_path: Path, audio_file: Path, phase: str):
+    """A job in a worker, blocked on a silent server in ``phase`` (timeouts far longer than the test)."""
     video = write_bytes(tmp_path / "video.mp4", 4 * 1024 * 1024)
     store = JobStore(tmp_path / "jobs")
     block_in(sandbox, phase)
@@ -281,6 +281,12 @@ def test_cancel_breaks_a_blocked_request_within_a_second(sandbox, tmp_path, audi
     record = make_record(video, audio_file, tmp_path)
     worker.start(record)
     wait_until_blocked(sandbox, worker, phase)
+    return worker, store, record
+
+
+@pytest.mark.parametrize("phase", ["policy", "storage", "finish", "submit", "poll", "download"])
+def test_cancel_breaks_a_blocked_request_within_a_second(sandbox, tmp_path, audio_file, phase):
+    worker, store, record = start_blocked_job(sandbox, tmp_path, audio_file, phase)
     cancelled_at = time.monotonic()
     assert worker.cancel(record.job_id)
     assert worker.join(record.job_id, timeout=1.0), f"still blocked in {phase}"
@@ -296,14 +302,7 @@ def test_cancel_breaks_a_blocked_request_within_a_second(sandbox, tmp_path, audi
 
 @pytest.mark.parametrize("phase", ["policy", "storage", "finish", "submit", "poll", "download"])
 def test_shutdown_breaks_a_blocked_request_and_keeps_the_phase(sandbox, tmp_path, audio_file, phase):
-    video = write_bytes(tmp_path / "video.mp4", 4 * 1024 * 1024)
-    store = JobStore(tmp_path / "jobs")
-    block_in(sandbox, phase)
-    worker = JobWorker(lambda token: NewportClient(API_KEY, sandbox.base_url, retry=FAST_RETRY,
-                                                   timeouts=PATIENT, cancel=token), store, settings=FAST)
-    record = make_record(video, audio_file, tmp_path)
-    worker.start(record)
-    wait_until_blocked(sandbox, worker, phase)
+    worker, store, record = start_blocked_job(sandbox, tmp_path, audio_file, phase)
     stopping_at = time.monotonic()
     assert worker.shutdown(timeout=1.0) == []
     assert time.monotonic() - stopping_at < 1.0
@@ -318,7 +317,7 @@ def test_shutdown_breaks_a_blocked_request_and_keeps_the_phase(sandbox, tmp_path
         assert sandbox.count("submit") == 1
     else:
         assert resumed.phase == Phase.DOWNLOADED
-        assert Path(record.output_path).read_bytes() == video.read_bytes()
+        assert Path(record.output_path).read_bytes() == Path(record.video).read_bytes()
         assert sandbox.count("submit") == 1
 
 

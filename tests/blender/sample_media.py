@@ -43,19 +43,18 @@ def write_ramp_wav(path: pathlib.Path, seconds: float) -> pathlib.Path:
     """A mono 16-bit WAV at ``RAMP_RATE`` whose sample i holds the value i."""
     assert seconds * RAMP_RATE < 32768, "the index must fit in a 16-bit sample"
     rate = RAMP_RATE
-    samples = array.array("h", range(round(seconds * rate)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes(samples.tobytes())
-    return path
+    return _write_mono_wav(path, array.array("h", range(round(seconds * rate))), rate)
 
 
 def write_sine_wav(path: pathlib.Path, seconds: float, rate: int = 48000) -> pathlib.Path:
     samples = array.array("h", (round(8000 * math.sin(2 * math.pi * 440 * i / rate))
                                 for i in range(round(seconds * rate))))
+    return _write_mono_wav(path, samples, rate)
+
+
+def _write_mono_wav(path: pathlib.Path, samples: array.array, rate: int) -> pathlib.Path:
+    """A mono 16-bit WAV of ``samples``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(1)
         writer.setsampwidth(2)
