@@ -54,16 +54,21 @@ def register() -> None:
         bpy.utils.register_class(cls)
     for handlers, handler in _HANDLERS:
         handlers.append(handler)
-    # Re-enabling mid-session picks up jobs a previous disable left behind.
-    _resume_after_load()
+    if not bpy.app.background:
+        # Blender runs register() with bpy.data restricted (start-up, Preferences ▸ Enable): the open
+        # file's jobs are looked at from a timer, once the event loop runs. Enabling mid-session this
+        # picks up jobs a previous disable left behind; at start-up load_post does it as well.
+        bpy.app.timers.register(_resume_after_load, first_interval=0.0)
 
 
 def unregister() -> None:
     for handlers, handler in _HANDLERS:
         if handler in handlers:
             handlers.remove(handler)
-    if bpy.app.timers.is_registered(_resume_now):
-        bpy.app.timers.unregister(_resume_now)
+    for timer in (_resume_after_load, _resume_now):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
+    jobs_ops.stop_monitor()
     controller.discard_controller()  # workers stop; their records keep the phase for next time
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import queue
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts
 from . import media, placement
+from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 MAX_EVENTS_PER_TICK = 500
@@ -68,7 +68,7 @@ class JobController:
         self.worker = JobWorker(store=store)
         self._owner_updates: dict[str, dict] = {}  # owner changes waiting for a running job to stop
         self._key_check: threading.Thread | None = None
-        self._preparations: dict[str, Preparation] = {}  # jobs whose clip a background Blender is cutting
+        self._preparations: dict[str, PreparationTask] = {}  # jobs whose inputs are being prepared
         self.key_status = ""
         self._key_status_shown = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
@@ -114,61 +114,54 @@ class JobController:
         self.start(record, credentials)
         return record
 
-    # -- cutting the clip in a background Blender ----------------------------------
+    # -- preparing inputs off the main thread ---------------------------------------
 
     def prepare(self, record: JobRecord, credentials: Credentials) -> None:
-        """Cut the strip in a background process (``owner["cut"]``), then launch the job from ``tick``."""
+        """Carry out ``owner["prepare"]`` in a preparation thread; ``tick`` launches the job after."""
         record.set_phase(Phase.PENDING, "Preparing the clip")
         self.store.save(record)
         self.views[record.job_id] = record
-        process = subprocess.Popen(record.owner["cut"]["command"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-        lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        # A reading thread, so the tick never blocks on the pipe; it only ever queues strings.
-        threading.Thread(target=_pump_lines, args=(process, lines), daemon=True,
-                         name=f"talking-face-cut-{record.job_id[:8]}").start()
-        self._preparations[record.job_id] = Preparation(process, lines, credentials)
+        self._preparations[record.job_id] = PreparationTask(record.job_id, _plan_of(record), credentials)
 
     def _advance_preparations(self) -> bool:
         changed = False
-        for job_id, preparation in list(self._preparations.items()):
+        for job_id, task in list(self._preparations.items()):
             record = self.views[job_id]
             for _ in range(MAX_EVENTS_PER_TICK):
                 try:
-                    fraction = media.parse_cut_progress(preparation.lines.get_nowait())
+                    kind, value = task.messages.get_nowait()
                 except queue.Empty:
                     break
-                if fraction is not None:
-                    record.progress = fraction
-                    changed = True
-            if preparation.process.poll() is None:
-                continue
-            del self._preparations[job_id]
-            self._finish_preparation(record, preparation)
-            changed = True
+                changed = True
+                if kind == "progress":
+                    record.progress = value
+                    continue
+                del self._preparations[job_id]
+                self._finish_preparation(record, task.credentials, value if kind == "done" else None,
+                                         failure=value if kind == "failed" else "")
+                break
         return changed
 
-    def _finish_preparation(self, record: JobRecord, preparation: Preparation) -> None:
-        if self._finish_preparation_common(record, preparation):
-            self.launch(record, preparation.credentials)
+    def _finish_preparation(self, record: JobRecord, credentials: Credentials, prepared: PreparedInputs | None,
+                            *, failure: str = "", sync: bool = False, log: Callable[[str], None] = print) -> None:
+        from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
 
-    def _finish_preparation_common(self, record: JobRecord, preparation: Preparation) -> bool:
-        """Take the cut file into the record; False (and the record failed) when the cut failed."""
-        output = record.owner["cut"]["output"]
-        try:
-            if preparation.process.returncode != 0 or not os.path.isfile(output):
-                raise media.MediaError(
-                    f"Blender could not cut the clip (it exited with {preparation.process.returncode}) "
-                    "— check the movie strip, then Generate again.")
-            from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
-
-            job_setup.add_video(record, media.describe_video(output, is_source_file=False))
-        except media.MediaError as error:
-            record.fail(NewportError(str(error)))
+        if prepared is None:
+            record.fail(NewportError(failure))
             self.store.save(record)
-            return False
+            return
         record.progress = None
-        return True
+        job_setup.apply_prepared(record, prepared)
+        self.launch(record, credentials, sync=sync, log=log)
+
+    def _prepare_now(self, record: JobRecord, credentials: Credentials, log: Callable[[str], None]) -> None:
+        """Background mode: the preparation in this thread, then the job to the end."""
+        try:
+            prepared = carry_out(_plan_of(record))
+        except (media.MediaError, OSError) as error:
+            self._finish_preparation(record, credentials, None, failure=str(error))
+            return
+        self._finish_preparation(record, credentials, prepared, sync=True, log=log)
 
     # -- never paying twice ---------------------------------------------------------
 
@@ -322,11 +315,11 @@ class JobController:
     def cancel(self, job_id: str) -> bool:
         if self.worker.cancel(job_id):
             return True
-        preparation = self._preparations.pop(job_id, None)
-        if preparation is not None:
-            preparation.process.kill()
-            preparation.process.wait()
-            Path(self.views[job_id].owner["cut"]["output"]).unlink(missing_ok=True)
+        task = self._preparations.pop(job_id, None)
+        if task is not None:
+            task.stop()
+            if task.plan.cut_command:
+                Path(task.plan.video).unlink(missing_ok=True)
         record = self.views.get(job_id)
         if record is None or record.phase.finished:
             return False
@@ -361,24 +354,17 @@ class JobController:
         for record in self.unfinished_jobs():
             if record.phase == Phase.DOWNLOADED:
                 self.place(record)
-            elif not record.video:  # stopped while its clip was being cut: cut it again
-                self._resume_preparation(record, credentials, sync=sync, log=log)
+            elif not record.video:  # stopped while its inputs were being prepared: prepare them again
+                if sync:
+                    self._prepare_now(record, credentials, log)
+                else:
+                    self.prepare(record, credentials)
             elif sync:
                 self.run_sync(record, credentials, log)
             else:
                 self.start(record, credentials)
             resumed.append(record)
         return resumed
-
-    def _resume_preparation(self, record: JobRecord, credentials: Credentials, *, sync: bool,
-                            log: Callable[[str], None]) -> None:
-        if not sync:
-            self.prepare(record, credentials)
-            return
-        process = subprocess.run(record.owner["cut"]["command"], capture_output=True, check=False)
-        done = Preparation(process, queue.SimpleQueue(), credentials)
-        if self._finish_preparation_common(record, done):
-            self.launch(record, credentials, sync=True, log=log)
 
     def dismiss(self, job_id: str) -> None:
         record = self.views.get(job_id)
@@ -410,25 +396,19 @@ class JobController:
 
     def shutdown(self) -> None:
         """Stop worker threads and cuts without cancelling: their jobs resume next time."""
-        for preparation in self._preparations.values():
-            preparation.process.kill()
+        for task in self._preparations.values():
+            task.stop()
         self._preparations.clear()
         self.worker.shutdown()
         self._drain_events()
 
 
-@dataclass(frozen=True)
-class Preparation:
-    """A background Blender cutting a job's clip, and the lines it printed so far."""
-
-    process: subprocess.Popen | subprocess.CompletedProcess
-    lines: queue.SimpleQueue
-    credentials: Credentials
-
-
-def _pump_lines(process: subprocess.Popen, lines: queue.SimpleQueue) -> None:
-    for line in process.stdout:
-        lines.put(line)
+def _plan_of(record: JobRecord) -> PreparationPlan:
+    """The record's preparation plan; records of 0.1.0 kept only the cut's command and output."""
+    if "prepare" in record.owner:
+        return PreparationPlan.from_owner(record.owner["prepare"])
+    cut = record.owner.get("cut", {})
+    return PreparationPlan(cut_command=tuple(cut.get("command", ())), video=cut.get("output", ""))
 
 
 def fingerprint(record: JobRecord) -> str:

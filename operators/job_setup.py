@@ -20,6 +20,7 @@ from ..newport_api.errors import NewportError
 from ..newport_api.http import check_base_url
 from . import compat, media
 from .controller import ADDON_PACKAGE, Credentials, fingerprint, user_folder
+from .preparation import PreparationPlan, PreparedInputs
 
 ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
@@ -202,11 +203,15 @@ def background_cut_program() -> str:
     return program if program and os.path.isfile(program) else ""
 
 
-def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
-    """Prepare the inputs and describe the job; raises ``media.MediaError`` with a sentence.
+def plan_job(context: bpy.types.Context, *, cut_program: str = "",
+             defer: bool = False) -> tuple[JobRecord, PreparationPlan | None]:
+    """Describe the job and prepare what is cheap; raises ``media.MediaError`` with a sentence.
 
-    With ``cut_program``, a strip that needs cutting is not cut here: the record gets the
-    command in ``owner["cut"]`` and the controller runs it in a background process.
+    With ``defer`` (a window is open), work that grows with the files' size is not done here:
+    it is returned as a ``PreparationPlan`` (also kept in ``owner["prepare"]``) for the
+    controller to carry out off the main thread — a strip that needs cutting is cut by
+    ``cut_program`` in a background process, and the video is described and hashed there.
+    Without ``defer`` everything is done now and the plan is None.
     """
     scene = context.scene
     strip = video_strip(context)
@@ -236,20 +241,42 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
         "regenerate": bool(options.regenerate),
         "work_dir": str(work_dir),
         "audio_seconds": audio.duration,
-        "input_sha256": {"audio": audio.sha256,
-                         "vocals": media.file_sha256(record.vocals) if record.vocals else ""},
+        "input_sha256": {"audio": audio.sha256, "vocals": ""},
     }
-    if cut_program and media.needs_cut(strip, scene):
-        command, output_path = media.cut_video_command(strip, scene, str(work_dir), blender=cut_program)
-        record.owner["cut"] = {"command": command, "output": output_path}
-        record.message = "Preparing the clip"
-        # Until the cut exists, the estimate comes from the strip; it is refined from the file.
-        billed = audio.duration or media.visible_seconds(strip, scene)
-        record.estimated_credits = estimate_credits(
-            billed, fps_original=record.fps_original, source_fps=media.strip_source_fps(strip))
-    else:
+    if not defer:
+        if record.vocals:
+            record.owner["input_sha256"]["vocals"] = media.file_sha256(record.vocals)
         add_video(record, media.prepare_video(strip, scene, str(work_dir)))
-    return record
+        return record, None
+    plan = _preparation_plan(strip, scene, str(work_dir), record, cut_program)
+    record.owner["prepare"] = plan.to_owner()
+    record.message = "Preparing the clip"
+    # Until the video is described, the estimate comes from the strip; it is refined from the file.
+    billed = audio.duration or media.visible_seconds(strip, scene)
+    record.estimated_credits = estimate_credits(
+        billed, fps_original=record.fps_original, source_fps=media.strip_source_fps(strip))
+    return record, plan
+
+
+def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobRecord,
+                      cut_program: str) -> PreparationPlan:
+    files = {"vocals": record.vocals} if record.vocals else {}
+    if not media.needs_cut(strip, scene):
+        video, command = os.path.normpath(strip_file(strip)), ()
+    elif cut_program:
+        command_line, video = media.cut_video_command(strip, scene, work_dir, blender=cut_program)
+        command = tuple(command_line)
+    else:  # no Blender program to cut in the background (the bpy module): cut here
+        video, command = media.prepare_video(strip, scene, work_dir).path, ()
+    return PreparationPlan(cut_command=command, video=video, hash_roles=tuple(files), files=files)
+
+
+def apply_prepared(record: JobRecord, prepared: PreparedInputs) -> None:
+    """Complete a record with what its preparation produced (main thread, cheap)."""
+    record.owner.pop("prepare", None)
+    record.owner["input_sha256"].update({role: digest for role, digest in prepared.sha256.items()
+                                         if role != "video"})
+    add_video(record, prepared.video)
 
 
 def add_video(record: JobRecord, video: media.PreparedMedia) -> None:

@@ -8,7 +8,9 @@ operators run the job to completion before they return.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
@@ -19,6 +21,7 @@ from .controller import get_controller
 from .media import MediaError
 
 TICK_SECONDS = 0.2
+STALE_MONITOR_SECONDS = 10 * TICK_SECONDS
 RUN_MODES = (
     ("AUTO", "Auto", "Run in the background with a window, to completion without one"),
     ("ASYNC", "Async", "Always run in worker threads (for scripts that drive the controller's tick)"),
@@ -62,13 +65,14 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
     def execute(self, context: bpy.types.Context) -> set[str]:
         sync = runs_synchronously(self.mode)
         try:
-            record = job_setup.plan_job(context, cut_program="" if sync else job_setup.background_cut_program())
+            record, plan = job_setup.plan_job(context, defer=not sync,
+                                              cut_program="" if sync else job_setup.background_cut_program())
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         controller = get_controller()
         credentials = job_setup.credentials()
-        if "cut" in record.owner:  # the clip is cut by a background Blender; the tick launches the job
+        if plan is not None:  # cut and hashed off the main thread; the tick launches the job after
             controller.prepare(record, credentials)
         else:
             controller.launch(record, credentials, sync=sync)
@@ -89,6 +93,32 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
         return {"FINISHED"}
 
 
+class _Monitor:
+    """The session's one monitor: its timer, and when it last ticked.
+
+    Kept at module level rather than on the operator so that ``unregister`` (disable, F8) can
+    remove the timer of a monitor whose modal handler Blender drops along with its class.
+    """
+
+    timer: bpy.types.Timer | None = None
+    window_manager: bpy.types.WindowManager | None = None
+    last_tick = 0.0
+    last_error = ""
+
+
+def monitor_is_alive() -> bool:
+    """True while a monitor is ticking; one that stopped getting events is taken for dead."""
+    return _Monitor.timer is not None and time.monotonic() - _Monitor.last_tick < STALE_MONITOR_SECONDS
+
+
+def stop_monitor() -> None:
+    """Remove the monitor's timer (its modal handler ends with it, or with its class)."""
+    if _Monitor.timer is not None and _Monitor.window_manager is not None:
+        with contextlib.suppress(ReferenceError, ValueError, RuntimeError):
+            _Monitor.window_manager.event_timer_remove(_Monitor.timer)
+    _Monitor.timer = _Monitor.window_manager = None
+
+
 class SEQUENCER_OT_talking_face_monitor(bpy.types.Operator):
     """Keep Talking Face jobs moving while you work (runs by itself)"""
 
@@ -96,14 +126,15 @@ class SEQUENCER_OT_talking_face_monitor(bpy.types.Operator):
     bl_label = "Talking Face Monitor"
     bl_options = {"INTERNAL"}  # noqa: RUF012 — Blender reads a plain set here
 
-    running = False  # one monitor at a time, across all windows
-    _timer = None
+    _timer: bpy.types.Timer | None = None
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if SEQUENCER_OT_talking_face_monitor.running or context.window is None:
+        if monitor_is_alive() or context.window is None:
             return {"CANCELLED"}
-        SEQUENCER_OT_talking_face_monitor.running = True
+        stop_monitor()  # a monitor that died without cleaning up (its timer may still be there)
         self._timer = context.window_manager.event_timer_add(TICK_SECONDS, window=context.window)
+        _Monitor.timer, _Monitor.window_manager = self._timer, context.window_manager
+        _Monitor.last_tick = time.monotonic()
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
@@ -112,26 +143,36 @@ class SEQUENCER_OT_talking_face_monitor(bpy.types.Operator):
         return {"FINISHED"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if _Monitor.timer is not self._timer:  # replaced by a newer monitor, or stopped by unregister
+            return {"FINISHED"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        if get_controller().tick():
+        _Monitor.last_tick = time.monotonic()
+        if self._tick_safely():
             return {"PASS_THROUGH"}
-        self._stop(context)
+        stop_monitor()
         return {"FINISHED"}
 
-    def cancel(self, context: bpy.types.Context) -> None:
-        self._stop(context)
+    def _tick_safely(self) -> bool:
+        """One tick; a failure is reported once, in a sentence, and ticking goes on."""
+        try:
+            return get_controller().tick()
+        except Exception as error:  # noqa: BLE001 — a bug in one tick must not stop every job's progress
+            message = (f"Talking Face could not update its jobs ({type(error).__name__}: {error}); "
+                       "they keep running — report this if it repeats.")
+            if message != _Monitor.last_error:
+                _Monitor.last_error = message
+                self.report({"ERROR"}, message)
+            return True
 
-    def _stop(self, context: bpy.types.Context) -> None:
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        SEQUENCER_OT_talking_face_monitor.running = False
+    def cancel(self, context: bpy.types.Context) -> None:
+        if _Monitor.timer is self._timer:
+            stop_monitor()
 
 
 def ensure_monitor() -> None:
     """Start the modal monitor if a window can host it (never in background mode)."""
-    if bpy.app.background or SEQUENCER_OT_talking_face_monitor.running:
+    if bpy.app.background or monitor_is_alive():
         return
     window_manager = bpy.context.window_manager
     window = bpy.context.window or (window_manager.windows[0] if window_manager and window_manager.windows else None)

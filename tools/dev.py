@@ -3,7 +3,8 @@
 
     python3 tools/dev.py setup [--bpy VER ...]   create .venvs/dev and .venvs/bpy-<VER>
     python3 tools/dev.py build [--bpy VER]       build + validate the extension zip (dist/)
-    python3 tools/dev.py test  [--quick] [-k EX] ruff, bpy-free tests, then Blender tests per version
+    python3 tools/dev.py test  [--quick] [-k EX] [--no-gui | --gui-only]
+                                                 ruff, bpy-free tests, Blender tests per version, GUI lane
     python3 tools/dev.py demo  [ARGS ...]        run tools/demo.py in the newest Blender
     python3 tools/dev.py bench [ARGS ...]        benchmarks vs curl and ffmpeg; writes BENCHMARKS.md
 
@@ -358,30 +359,38 @@ def build_for_tests(bpy_version: str) -> tuple[Suite, Path | None]:
     return step, zip_path
 
 
-def blender_suites(bpy_versions: Sequence[str], keyword: str | None) -> list[Suite]:
-    """Build the zip once, then run tests/blender against it in each bpy venv."""
-    step, zip_path = build_for_tests(newest(bpy_versions))
+GUI_SUITE = "tests/gui (Debian's Blender 4.3, window)"
+
+
+def blender_suites(bpy_versions: Sequence[str], keyword: str | None, gui: bool) -> list[Suite]:
+    """Build the zip once, then run tests/blender against it in each bpy venv, then the GUI lane."""
+    step, zip_path = build_for_tests(newest(bpy_versions or BLENDER_VERSIONS))
     suites = [step]
-    for version in bpy_versions:
-        name = f"tests/blender (bpy {version})"
+    names = [(f"tests/blender (bpy {version})", version) for version in bpy_versions]
+    names += [(GUI_SUITE, "")] if gui else []
+    for name, version in names:
         if zip_path is None:
             suites.append(Suite(name, note="zip did not build"))
             continue
-        suites.append(run_pytest(name, venv_dir(bpy_venv_name(version)), ["tests/blender"], keyword,
-                                 child_env(TALKING_FACE_ZIP=str(zip_path))))
+        venv, tests = (venv_dir(bpy_venv_name(version)), "tests/blender") if version else (venv_dir("dev"), "tests/gui")
+        suites.append(run_pytest(name, venv, [tests], keyword, child_env(TALKING_FACE_ZIP=str(zip_path))))
     return suites
 
 
-def test(bpy_versions: Sequence[str], keyword: str | None, quick: bool) -> int:
-    """Lint, bpy-free tests, build once, Blender tests in each bpy venv; 0 only if all of it passed."""
+def test(bpy_versions: Sequence[str], keyword: str | None, quick: bool, gui: str = "with") -> int:
+    """Lint, bpy-free tests, build once, Blender tests in each bpy venv and the GUI lane; 0 only if all passed.
+
+    ``gui``: "with" (the default), "without" (leave the GUI lane out) or "only" (just the lane).
+    """
     started = time.monotonic()
-    bpy_versions = () if quick else bpy_versions
-    setup(bpy_versions)
-    suites = [run_ruff(),
-              run_pytest("tests (no Blender)", venv_dir("dev"), ["tests", "--ignore=tests/blender"],
-                         keyword, child_env())]
-    if bpy_versions:
-        suites += blender_suites(bpy_versions, keyword)
+    bpy_versions = () if quick or gui == "only" else bpy_versions
+    setup(bpy_versions or ([newest(BLENDER_VERSIONS)] if gui == "only" else []))
+    suites = [] if gui == "only" else [
+        run_ruff(),
+        run_pytest("tests (no Blender)", venv_dir("dev"), ["tests", "--ignore=tests/blender", "--ignore=tests/gui"],
+                   keyword, child_env())]
+    if bpy_versions or gui == "only":
+        suites += blender_suites(bpy_versions, keyword, gui=gui != "without" and not quick)
     if keyword and not any(suite.passed + suite.failed + suite.skipped for suite in suites):
         suites.append(Suite(f"-k {keyword!r}", exit_code=1, note="selected no test at all", is_pytest=False))
     print_summary(suites, time.monotonic() - started)
@@ -454,13 +463,19 @@ def parser() -> argparse.ArgumentParser:
     test_cmd = commands.add_parser(
         "test", help="ruff, bpy-free tests, build, Blender tests per version",
         description="setup; ruff check .; pytest tests --ignore=tests/blender (dev venv); build the zip "
-                    "once; pytest tests/blender in each bpy venv with TALKING_FACE_ZIP set. Ends with "
+                    "once; pytest tests/blender in each bpy venv with TALKING_FACE_ZIP set; then the GUI "
+                    "lane (tests/gui: Debian's Blender in a cached debootstrap root, under Xvfb). Ends with "
                     "one line 'N passed, N failed, N skipped' summed over all pytest runs; exits non-zero "
                     "if ruff or any run failed or collected no tests (unless -k deselected them all).")
     test_cmd.add_argument("--bpy", **bpy_many)
     test_cmd.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression for every run")
     test_cmd.add_argument("--quick", action="store_true",
                           help="only ruff and the bpy-free tests (no bpy venvs, no build)")
+    lane = test_cmd.add_mutually_exclusive_group()
+    lane.add_argument("--no-gui", dest="gui", action="store_const", const="without", default="with",
+                      help="leave out the GUI lane (Debian's Blender with a window under Xvfb; needs root)")
+    lane.add_argument("--gui-only", dest="gui", action="store_const", const="only",
+                      help="only build the zip and run the GUI lane")
 
     demo_cmd = commands.add_parser("demo", help="run tools/demo.py in the newest Blender",
                                    description="setup the newest bpy venv, build the zip, then run "
@@ -492,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(build(args.bpy, args.output_dir.resolve()), flush=True)
             code = 0
         elif args.command == "test":
-            code = test(unique(args.bpy or BLENDER_VERSIONS), args.keyword, args.quick)
+            code = test(unique(args.bpy or BLENDER_VERSIONS), args.keyword, args.quick, args.gui)
         elif args.command == "bench":
             code = bench(args.bpy, args.args)
         else:

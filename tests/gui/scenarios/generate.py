@@ -1,0 +1,45 @@
+"""Scenario a: Blender started on the project with the extension enabled at start-up.
+
+Pick the sound strip in the panel, press Generate (INVOKE, as a click), keep the event loop
+running while the monitor ticks, the clip is cut by a background Blender and the job runs;
+save when the result has landed. Screenshots: Generate greyed out with its reason, running,
+done.
+"""
+
+import importlib.util
+import os
+
+import bpy
+
+spec = importlib.util.spec_from_file_location("gui_driver", os.environ["TF_GUI_DRIVER"])
+d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+
+
+def scenario():
+    d.facts["enabled_at_startup"] = d.enabled()
+    yield d.until(d.enabled, 10, "the extension to be enabled")
+    d.use_sandbox()
+    yield from d.show_talking_face_tab()
+    scene = bpy.context.scene
+    scene.talking_face.audio_source = "STRIP"
+    yield 0.5
+    d.screenshot("panel-idle-greyed")
+    scene.talking_face.audio_strip = "Line"
+    yield 0.5
+    result, elapsed = d.invoke("sequencer.talking_face_generate")
+    d.facts["generate"] = {"result": sorted(result), "ms": elapsed}
+    job_id = d.jobs()[-1].job_id
+    d.facts["job_id"] = job_id
+    yield d.until(d.monitor_running, 5, "the monitor to tick")
+    yield d.until(lambda: d.phase_of(job_id) in ("processing", "done"), 120, "the job to be processing")
+    d.screenshot("panel-running")
+    yield d.until(lambda: d.phase_of(job_id) == "done", 120, "the job to be done")
+    yield 0.5
+    d.screenshot("panel-done")
+    d.record_job(job_id)
+    bpy.ops.wm.save_mainfile()
+    yield d.until(lambda: not d.monitor_running(), 10, "the monitor to stop once nothing is running")
+
+
+d.run(scenario())
