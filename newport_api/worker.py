@@ -7,7 +7,7 @@ Threading rules:
   and the ``events`` queue.
 * Threads never call back into their host.  Everything they have to say is a
   ``JobEvent`` (plain data) put on ``events``; the host drains the queue on its
-  own thread (in Blender, the main thread's modal timer) at its own pace.
+  own thread (in Blender, the main thread's monitor timer) at its own pace.
 * ``start``, ``cancel`` and ``shutdown`` are called from the host's thread.
   ``shutdown`` stops every job *without* cancelling it, so that its record
   keeps its phase and the next session resumes it.
@@ -77,6 +77,14 @@ class JobWorker:
         if token is None or not self.is_running(job_id):
             return False
         token.cancel(StopReason.CANCEL)
+        return True
+
+    def pause(self, job_id: str) -> bool:
+        """Stop one job without cancelling it: its record keeps the phase, ``start`` continues it."""
+        token = self._tokens.get(job_id)
+        if token is None or not self.is_running(job_id):
+            return False
+        token.cancel(StopReason.SHUTDOWN)
         return True
 
     def join(self, job_id: str, timeout: float | None = None) -> bool:

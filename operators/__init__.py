@@ -18,7 +18,7 @@ def _resume_after_load(_filepath: str = "", *_args: object) -> None:
     active = controller.get_controller()
     active.reload()
     if active.unfinished_jobs() and job_setup.network_blocking_reason() is None:
-        # Handlers may not start modal operators directly; the timer runs on the next idle.
+        # Work that may start jobs waits for the next idle moment, outside the file-loading handler.
         bpy.app.timers.register(_resume_now, first_interval=0.1)
 
 

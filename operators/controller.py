@@ -17,6 +17,7 @@ crash or a quit; ``resume`` picks them up again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ import bpy
 from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, NewportClient, Phase
 from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
-from ..newport_api.http import Timeouts
+from ..newport_api.http import Timeouts, check_base_url
 from . import media, placement
 from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
 
@@ -72,6 +73,9 @@ class JobController:
         self.key_status = ""
         self._key_status_shown = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
+        # Jobs stopped because online access was switched off, with what they need to go on once it is back.
+        self.paused_offline: dict[str, Credentials] = {}
+        self._credentials: dict[str, Credentials] = {}  # what each job of this session was started with
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
 
     # -- starting work -----------------------------------------------------------
@@ -80,6 +84,7 @@ class JobController:
         """Hand a copy of ``record`` to a worker thread; returns at once."""
         self.store.save(record)
         self.views[record.job_id] = record
+        self._credentials[record.job_id] = credentials
         self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
 
     def run_sync(self, record: JobRecord, credentials: Credentials,
@@ -204,7 +209,8 @@ class JobController:
 
     def tick(self) -> bool:
         """Drain worker events and import finished results.  True while any job is active."""
-        changed = self._advance_preparations()
+        changed = self._follow_online_access()
+        changed = self._advance_preparations() or changed
         changed = self._drain_events() or changed
         imports = 0
         for record in list(self.views.values()):
@@ -241,7 +247,25 @@ class JobController:
             self.views[job_id] = record
         return bool(latest)
 
+    def _follow_online_access(self) -> bool:
+        """Online access switched off pauses every network job at once; switched on, they go on."""
+        if not bpy.app.online_access:
+            paused = [job_id for job_id in self.worker.running_ids() if self.worker.pause(job_id)]
+            for job_id in paused:
+                self.paused_offline[job_id] = self._credentials.get(job_id) or _missing_credentials()
+            return bool(paused)
+        if not self.paused_offline or any(self.worker.is_running(job_id) for job_id in self.paused_offline):
+            return False  # paused jobs still winding down: start them once their threads are gone
+        paused, self.paused_offline = self.paused_offline, {}
+        for job_id, credentials in paused.items():
+            record = self.store.load(job_id) or self.views.get(job_id)
+            if record is not None and not record.phase.finished:
+                self.start(record, credentials)
+        return True
+
     def has_active_jobs(self) -> bool:
+        if self.paused_offline:
+            return True  # the monitor keeps watching for online access to come back
         if self._preparations or (self._key_check is not None and self._key_check.is_alive()):
             return True
         return any(self.is_running(record.job_id)
@@ -272,6 +296,15 @@ class JobController:
             return
         self.key_status = ("Key accepted (the service did not report a balance)." if credits is None
                            else f"Key accepted — {credits:g} credits left.")
+
+    def pause_reason(self, record: JobRecord) -> str:
+        """Why an unfinished job of this file is not moving here ('' when it is running or finished)."""
+        if record.phase.finished or self.is_running(record.job_id) or (
+                record.phase == Phase.DOWNLOADED and record.job_id not in self.paused_offline):
+            return ""
+        if record.job_id in self.paused_offline or not bpy.app.online_access:
+            return "Paused: online access is off (Preferences ▸ System ▸ Network)."
+        return "Paused: it stopped when Blender closed or the extension was turned off."
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._preparations or self.worker.is_running(job_id)
@@ -346,12 +379,16 @@ class JobController:
                 if not record.phase.finished and not self.is_running(record.job_id)
                 and record.owner.get("blend_file", "") == blend_file]
 
-    def resume(self, credentials: Credentials, *, sync: bool = False,
+    def resume(self, credentials: Credentials, *, sync: bool = False, job_id: str = "",
                log: Callable[[str], None] = print) -> list[JobRecord]:
-        """Continue every unfinished job of the open file from its recorded phase."""
+        """Continue every unfinished job of the open file (or just ``job_id``) from its recorded phase."""
         self.reload()
         resumed = []
+        given = credentials
         for record in self.unfinished_jobs():
+            if job_id and record.job_id != job_id:
+                continue
+            credentials = _service_of(record, given)
             if record.phase == Phase.DOWNLOADED:
                 self.place(record)
             elif not record.video:  # stopped while its inputs were being prepared: prepare them again
@@ -401,6 +438,24 @@ class JobController:
         self._preparations.clear()
         self.worker.shutdown()
         self._drain_events()
+
+
+def _service_of(record: JobRecord, credentials: Credentials) -> Credentials:
+    """A job goes on where it was started: its uploads and task id exist on that service only."""
+    started_on = record.owner.get("base_url", "")
+    if not started_on or started_on == credentials.base_url:
+        return credentials
+    try:
+        check_base_url(started_on)  # never send the key anywhere a base URL may not be
+    except NewportError:
+        return credentials
+    return dataclasses.replace(credentials, base_url=started_on)
+
+
+def _missing_credentials() -> Credentials:
+    from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
+
+    return job_setup.credentials()
 
 
 def _plan_of(record: JobRecord) -> PreparationPlan:

@@ -1,16 +1,14 @@
 """Operators of the Talking Face workflow: ``bpy.ops.sequencer.talking_face_*``.
 
 With a window, Generate hands the job to a worker thread and makes sure the
-modal monitor is ticking; the artist keeps editing.  In background mode
+monitor (an app timer on the main thread) is ticking; the artist keeps editing.  In background mode
 (``blender -b``, the ``bpy`` module) nothing would ever tick, so the same
 operators run the job to completion before they return.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
@@ -21,7 +19,6 @@ from .controller import get_controller
 from .media import MediaError
 
 TICK_SECONDS = 0.2
-STALE_MONITOR_SECONDS = 10 * TICK_SECONDS
 RUN_MODES = (
     ("AUTO", "Auto", "Run in the background with a window, to completion without one"),
     ("ASYNC", "Async", "Always run in worker threads (for scripts that drive the controller's tick)"),
@@ -94,92 +91,50 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
 
 
 class _Monitor:
-    """The session's one monitor: its timer, and when it last ticked.
+    """The session's one monitor: a ``bpy.app.timers`` function on the main thread.
 
-    Kept at module level rather than on the operator so that ``unregister`` (disable, F8) can
-    remove the timer of a monitor whose modal handler Blender drops along with its class.
+    Not a modal operator: Blender refuses F8 (Reload Scripts) while a Python modal operator
+    runs ("Can't reload with running modal operators"), so a job in flight would block it.
+    A persistent app timer ticks from the same event loop, survives opening another file, and
+    ``unregister`` removes it (disable, F8).
     """
 
-    timer: bpy.types.Timer | None = None
-    window_manager: bpy.types.WindowManager | None = None
-    last_tick = 0.0
     last_error = ""
 
 
+def _monitor_tick() -> float | None:
+    """One controller tick; returning None ends the timer once nothing is left to do."""
+    try:
+        active = get_controller().tick()
+    except Exception as error:  # noqa: BLE001 — a bug in one tick must not stop every job's progress
+        message = (f"Talking Face could not update its jobs ({type(error).__name__}: {error}); "
+                   "they keep running — report this if it repeats.")
+        if message != _Monitor.last_error:
+            _Monitor.last_error = message
+            print(message, flush=True)
+        return TICK_SECONDS
+    return TICK_SECONDS if active else None
+
+
 def monitor_is_alive() -> bool:
-    """True while a monitor is ticking; one that stopped getting events is taken for dead."""
-    return _Monitor.timer is not None and time.monotonic() - _Monitor.last_tick < STALE_MONITOR_SECONDS
+    return bpy.app.timers.is_registered(_monitor_tick)
 
 
 def stop_monitor() -> None:
-    """Remove the monitor's timer (its modal handler ends with it, or with its class)."""
-    if _Monitor.timer is not None and _Monitor.window_manager is not None:
-        with contextlib.suppress(ReferenceError, ValueError, RuntimeError):
-            _Monitor.window_manager.event_timer_remove(_Monitor.timer)
-    _Monitor.timer = _Monitor.window_manager = None
-
-
-class SEQUENCER_OT_talking_face_monitor(bpy.types.Operator):
-    """Keep Talking Face jobs moving while you work (runs by itself)"""
-
-    bl_idname = "sequencer.talking_face_monitor"
-    bl_label = "Talking Face Monitor"
-    bl_options = {"INTERNAL"}  # noqa: RUF012 — Blender reads a plain set here
-
-    _timer: bpy.types.Timer | None = None
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if monitor_is_alive() or context.window is None:
-            return {"CANCELLED"}
-        stop_monitor()  # a monitor that died without cleaning up (its timer may still be there)
-        self._timer = context.window_manager.event_timer_add(TICK_SECONDS, window=context.window)
-        _Monitor.timer, _Monitor.window_manager = self._timer, context.window_manager
-        _Monitor.last_tick = time.monotonic()
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        get_controller().tick()  # no window (background mode): a single tick
-        return {"FINISHED"}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if _Monitor.timer is not self._timer:  # replaced by a newer monitor, or stopped by unregister
-            return {"FINISHED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        _Monitor.last_tick = time.monotonic()
-        if self._tick_safely():
-            return {"PASS_THROUGH"}
-        stop_monitor()
-        return {"FINISHED"}
-
-    def _tick_safely(self) -> bool:
-        """One tick; a failure is reported once, in a sentence, and ticking goes on."""
-        try:
-            return get_controller().tick()
-        except Exception as error:  # noqa: BLE001 — a bug in one tick must not stop every job's progress
-            message = (f"Talking Face could not update its jobs ({type(error).__name__}: {error}); "
-                       "they keep running — report this if it repeats.")
-            if message != _Monitor.last_error:
-                _Monitor.last_error = message
-                self.report({"ERROR"}, message)
-            return True
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        if _Monitor.timer is self._timer:
-            stop_monitor()
+    if monitor_is_alive():
+        bpy.app.timers.unregister(_monitor_tick)
 
 
 def ensure_monitor() -> None:
-    """Start the modal monitor if a window can host it (never in background mode)."""
+    """Start ticking if it is not already (never in background mode, where nothing would tick it)."""
     if bpy.app.background or monitor_is_alive():
         return
-    window_manager = bpy.context.window_manager
-    window = bpy.context.window or (window_manager.windows[0] if window_manager and window_manager.windows else None)
-    if window is None:
-        return
-    with bpy.context.temp_override(window=window):
-        bpy.ops.sequencer.talking_face_monitor("INVOKE_DEFAULT")
+    bpy.app.timers.register(_monitor_tick, first_interval=TICK_SECONDS, persistent=True)
+
+
+def monitor_error() -> str:
+    """The last tick failure, for the panel ('' when none)."""
+    return _Monitor.last_error
 
 
 class JobOperator(TalkingFaceOperator):
@@ -239,13 +194,16 @@ class SEQUENCER_OT_talking_face_retry(JobOperator, NetworkOperator, bpy.types.Op
 
 
 class SEQUENCER_OT_talking_face_resume(NetworkOperator, bpy.types.Operator):
-    """Continue every unfinished Talking Face job of this file"""
+    """Continue this paused Talking Face job (or every unfinished one of this file) from where it stopped"""
 
     bl_idname = "sequencer.talking_face_resume"
     bl_label = "Resume Talking Face Jobs"
 
+    job_id: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+
     def execute(self, context: bpy.types.Context) -> set[str]:
-        resumed = get_controller().resume(job_setup.credentials(), sync=runs_synchronously(self.mode))
+        resumed = get_controller().resume(job_setup.credentials(), sync=runs_synchronously(self.mode),
+                                          job_id=self.job_id)
         failed = [record for record in resumed if record.phase == Phase.FAILED]
         if failed:
             self.report({"ERROR"}, failed[0].error)
@@ -324,7 +282,6 @@ class SEQUENCER_OT_talking_face_dismiss(JobOperator, bpy.types.Operator):
 
 CLASSES = (
     SEQUENCER_OT_talking_face_generate,
-    SEQUENCER_OT_talking_face_monitor,
     SEQUENCER_OT_talking_face_cancel,
     SEQUENCER_OT_talking_face_retry,
     SEQUENCER_OT_talking_face_resume,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from ..newport_api import JobRecord, Phase
-from ..operators import compat, job_setup
+from ..operators import compat, job_setup, jobs_ops
 from ..operators.controller import elapsed_text, get_controller
 
 MAX_LISTED_JOBS = 8
@@ -64,12 +64,12 @@ def _draw_sources(layout: bpy.types.UILayout, context: bpy.types.Context, option
 
 
 def _draw_options(layout: bpy.types.UILayout, options) -> None:
-    column = layout.column(heading="Output")
-    row = column.row(align=True)
-    row.prop(options, "video_width")
-    row.prop(options, "video_height")
+    size = layout.column(align=True)
+    size.prop(options, "video_width", text="Output Width")
+    size.prop(options, "video_height", text="Height")
     if options.video_width == 0 and options.video_height == 0:
-        column.label(text="Size: same as the source")
+        size.label(text="Size: same as the source")
+    column = layout.column()
     column.prop(options, "enhance")
     column.prop(options, "fps_mode")
     column.prop(options, "regenerate")
@@ -104,6 +104,8 @@ def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
 
 
 def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    if jobs_ops.monitor_error():
+        layout.label(text=jobs_ops.monitor_error(), icon="ERROR")
     jobs = get_controller().jobs_for_file()
     if not jobs:
         layout.label(text="No jobs for this file yet.")
@@ -115,16 +117,22 @@ def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
 
 
 def draw_job(box: bpy.types.UILayout, record: JobRecord) -> None:
+    paused = get_controller().pause_reason(record)
     header = box.row()
-    header.label(text=record.label or record.job_id[:8], icon=PHASE_ICONS.get(record.phase, "SORTTIME"))
-    header.label(text=f"{record.phase.label} · {elapsed_text(record)}")
-    if record.progress is not None and not record.phase.finished:
+    header.label(text=record.label or record.job_id[:8],
+                 icon="PAUSE" if paused else PHASE_ICONS.get(record.phase, "SORTTIME"))
+    header.label(text=f"{'Paused' if paused else record.phase.label} · {elapsed_text(record)}")
+    if paused:
+        box.label(text=paused, icon="INFO")
+    elif record.progress is not None and not record.phase.finished:
         compat.draw_progress(box, record.progress, record.message)
     elif record.phase == Phase.FAILED:
         box.label(text=record.error, icon="ERROR")
     elif record.message and not record.phase.finished:
         box.label(text=record.message)
     row = box.row(align=True)
+    if paused:
+        row.operator("sequencer.talking_face_resume", text="Resume", icon="PLAY").job_id = record.job_id
     if not record.phase.finished:
         row.operator("sequencer.talking_face_cancel", text="Cancel", icon="CANCEL").job_id = record.job_id
     if record.phase in (Phase.FAILED, Phase.CANCELLED):

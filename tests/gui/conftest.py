@@ -95,7 +95,7 @@ class GuiBlender:
                 "LANG": "C.UTF-8", "BLENDER_USER_RESOURCES": str(self.user), "NEWPORT_API_KEY": API_KEY,
                 "TF_GUI_DRIVER": str(self.folder / "gui_driver.py"), "TF_GUI_BASE_URL": self.sandbox_url,
                 "TF_GUI_SHOTS": str(self.folder / "shots"), "TF_GUI_SIGNALS": str(self.folder / "signals"),
-                **extra}
+                **{key: value for key, value in os.environ.items() if key.startswith("TF_GUI_")}, **extra}
 
     def start(self, scenario: str, *, blend: Path | None = None, factory: bool = False,
               env: dict[str, str] | None = None, name: str = "") -> subprocess.Popen:

@@ -70,15 +70,28 @@ def load_script(name: str) -> Any:
 
 # -- the event-loop probe -------------------------------------------------------------------------
 
-_last_probe = [0.0]
+_last_probe = [0.0, 0.0]  # when the probe last ran; the driver's own time by then
+_driver_seconds = [0.0]  # time spent in the scenario's own steps (screenshots, xdotool): not Blender's
 
 
 def _probe() -> float:
     now = time.perf_counter()
     if _last_probe[0]:
-        facts["gaps_ms"].append(round((now - _last_probe[0]) * 1000.0, 2))
-    _last_probe[0] = now
+        own = _driver_seconds[0] - _last_probe[1]
+        facts["gaps_ms"].append(round(max(0.0, now - _last_probe[0] - own) * 1000.0, 2))
+        facts.setdefault("gap_phases", []).append(_current_phase())
+    _last_probe[0], _last_probe[1] = now, _driver_seconds[0]
     return PROBE_SECONDS
+
+
+def _current_phase() -> str:
+    """The newest job's phase, to tell which part of a job a gap fell in."""
+    try:
+        views = extension().operators.controller._controller
+        records = sorted(views.views.values(), key=lambda record: record.created_at) if views else []
+    except (ImportError, AttributeError):
+        return "no extension"
+    return records[-1].phase.value if records else "idle"
 
 
 # -- the Sequencer and its sidebar ----------------------------------------------------------------
@@ -177,6 +190,15 @@ def use_sandbox() -> None:
     bpy.context.preferences.addons[EXTENSION].preferences.base_url = os.environ["TF_GUI_BASE_URL"]
 
 
+def choose_audio(scene: bpy.types.Scene) -> None:
+    """The sound strip "Line" (``TF_GUI_AUDIO=FILE``: its file instead, for builds that cannot read strips)."""
+    settings = scene.talking_face
+    if os.environ.get("TF_GUI_AUDIO") == "FILE":
+        settings.audio_source, settings.audio_file = "FILE", "//line.wav"
+    else:
+        settings.audio_source, settings.audio_strip = "STRIP", "Line"
+
+
 def enabled() -> bool:
     return EXTENSION in bpy.context.preferences.addons
 
@@ -204,6 +226,13 @@ def run(scenario: Generator[Any, None, None]) -> None:
     waiting: list[Any] = [None]
 
     def step() -> float | None:
+        started = time.perf_counter()
+        try:
+            return advance()
+        finally:
+            _driver_seconds[0] += time.perf_counter() - started
+
+    def advance() -> float | None:
         current = waiting[0]
         try:
             if isinstance(current, Until) and not current.condition():

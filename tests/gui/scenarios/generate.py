@@ -25,7 +25,7 @@ def scenario():
     scene.talking_face.audio_source = "STRIP"
     yield 0.5
     d.screenshot("panel-idle-greyed")
-    scene.talking_face.audio_strip = "Line"
+    d.choose_audio(scene)
     yield 0.5
     result, elapsed = d.invoke("sequencer.talking_face_generate")
     d.facts["generate"] = {"result": sorted(result), "ms": elapsed}

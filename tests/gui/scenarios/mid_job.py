@@ -1,0 +1,72 @@
+"""Scenarios b, c and e: something happens to Blender or the extension while a job runs.
+
+``TF_GUI_MODE`` says what, once the newest job reaches ``TF_GUI_PHASE``:
+
+- ``quit``: File ▸ Quit (the job keeps its record; ``resume.py`` opens the file again);
+- ``disable``: disable and re-enable the extension in the Preferences, then wait for the result;
+- ``reload``: F8 (``script.reload``), then wait for the result;
+- ``cancel``: Cancel in the job's row of the panel;
+- ``offline``: switch Online Access off, hold, switch it on again, then wait for the result.
+"""
+
+import importlib.util
+import os
+
+import bpy
+
+spec = importlib.util.spec_from_file_location("gui_driver", os.environ["TF_GUI_DRIVER"])
+d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+MODE = os.environ["TF_GUI_MODE"]
+PHASE = os.environ.get("TF_GUI_PHASE", "processing")
+
+
+def wait_until_done(job_id):
+    yield d.until(d.monitor_running, 5, "the monitor to run again")
+    yield d.until(lambda: d.phase_of(job_id) == "done", 120, "the job to be done")
+    d.record_job(job_id)
+    bpy.ops.wm.save_mainfile()
+
+
+def scenario():
+    yield d.until(d.enabled, 10, "the extension to be enabled")
+    d.use_sandbox()
+    yield from d.show_talking_face_tab()
+    d.choose_audio(bpy.context.scene)
+    d.invoke("sequencer.talking_face_generate")
+    job_id = d.jobs()[-1].job_id
+    d.facts["job_id"] = job_id
+    yield d.until(lambda: d.phase_of(job_id) == PHASE, 120, f"the job to be {PHASE}")
+    d.signal(PHASE)
+    if MODE == "quit":
+        return  # gui_driver quits as File ▸ Quit does, with the job still running
+    if MODE in ("disable", "reload"):
+        if MODE == "disable":
+            bpy.ops.preferences.addon_disable(module=d.EXTENSION)
+            yield 0.5
+            bpy.ops.preferences.addon_enable(module=d.EXTENSION)
+        else:
+            with d.override(kind="WINDOW"):
+                bpy.ops.script.reload()
+        d.note(f"{MODE} done")
+        yield 0.2
+        yield from wait_until_done(job_id)
+    elif MODE == "cancel":
+        d.invoke("sequencer.talking_face_cancel", job_id=job_id)
+        yield d.until(lambda: d.phase_of(job_id) == "cancelled", 5, "the job to be cancelled")
+        yield 0.5
+        d.screenshot(f"panel-cancelled-{PHASE}")
+        d.record_job(job_id)
+    elif MODE == "offline":
+        bpy.context.preferences.system.use_online_access = False
+        yield d.until(lambda: job_id in d.controller().paused_offline and not d.controller().is_running(job_id),
+                      5, "the job to pause")
+        yield 0.5
+        d.screenshot("panel-paused-offline")
+        d.signal("paused")
+        yield d.until(lambda: d.received("go-online"), 60, "the test to let it go on")
+        bpy.context.preferences.system.use_online_access = True
+        yield from wait_until_done(job_id)
+
+
+d.run(scenario())
