@@ -18,9 +18,12 @@ ends within the connect timeout).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from requests.adapters import HTTPAdapter
@@ -206,3 +209,27 @@ class AbortableAdapter(HTTPAdapter):
         if not proxy.lower().startswith("socks"):  # SOCKS pools bring their own connection classes
             manager.pool_classes_by_scheme = self._pool_classes
         return manager
+
+
+@contextlib.contextmanager
+def sigpipe_blocked() -> Iterator[None]:
+    """While inside, a write to a connection that was closed fails with EPIPE instead of ending the process.
+
+    CPython ignores SIGPIPE when it starts a program of its own, but a program that embeds it
+    (Blender) keeps the default action, which kills the whole process: cancelling an upload,
+    or a storage host resetting it, would take Blender down with every unsaved change. OpenSSL
+    writes with plain ``send``, so no per-call flag can help; blocking the signal in the
+    sending thread turns it into the EPIPE error the transport already handles. A signal left
+    pending is taken off before the old mask returns, so it is never delivered later.
+    """
+    if not hasattr(signal, "pthread_sigmask") or not hasattr(signal, "SIGPIPE"):
+        yield  # Windows has no SIGPIPE
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        yield
+    finally:
+        if signal.SIGPIPE not in previous:
+            while signal.SIGPIPE in signal.sigpending():
+                signal.sigtimedwait({signal.SIGPIPE}, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

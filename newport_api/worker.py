@@ -22,6 +22,7 @@ from collections.abc import Callable
 from .cancel import CancelToken, StopReason
 from .client import NewportClient
 from .jobs import JobEvent, JobRecord, JobRunner, RunnerSettings
+from .sockets import sigpipe_blocked
 from .store import JobStore
 
 ClientFactory = Callable[[CancelToken], NewportClient]
@@ -61,7 +62,8 @@ class JobWorker:
     @staticmethod
     def _run(runner: JobRunner, client: NewportClient) -> None:
         try:
-            runner.run()
+            with sigpipe_blocked():
+                runner.run()
         finally:
             client.close()
 

@@ -34,6 +34,7 @@ from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, N
 from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts, check_base_url
+from ..newport_api.sockets import sigpipe_blocked
 from . import media, placement
 from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
 
@@ -100,7 +101,7 @@ class JobController:
                 log(f"Talking Face: {record.label or record.job_id[:8]}: {Phase(event.phase).label}"
                     + (f" — {event.record.get('error')}" if event.phase == Phase.FAILED.value else ""))
 
-        with credentials.make_client() as client:
+        with credentials.make_client() as client, sigpipe_blocked():
             JobRunner(client, record, save=self.store.save, emit=report).run()
         if record.phase == Phase.DOWNLOADED:
             self.place(record)
@@ -289,7 +290,7 @@ class JobController:
     def _run_key_check(self, credentials: Credentials) -> None:
         # Runs in its own thread: it only ever replaces one string, never touches bpy.
         try:
-            with credentials.make_client() as client:
+            with credentials.make_client() as client, sigpipe_blocked():
                 credits = client.remaining_credits()
         except NewportError as error:
             self.key_status = str(error)

@@ -124,6 +124,8 @@ def watch(ext, active, job_id: str, args: argparse.Namespace) -> int:
     seen_phase, seen_uploads, seen_part = "", None, -1
     while time.monotonic() < deadline:
         if args.hold_import:
+            if active.views[job_id].phase.value == "pending":
+                active.tick()  # the inputs are prepared (hashed) before a worker takes the job
             record = active.store.load(job_id)  # written by the worker; nothing here places it
         else:
             active.tick()
