@@ -304,8 +304,8 @@ class JobController:
                 record.phase == Phase.DOWNLOADED and record.job_id not in self.paused_offline):
             return ""
         if record.job_id in self.paused_offline or not bpy.app.online_access:
-            return "Paused: online access is off (Preferences ▸ System ▸ Network)."
-        return "Paused: it stopped when Blender closed or the extension was turned off."
+            return "Paused while online access is off — allow it in Preferences ▸ System ▸ Network."
+        return "Paused: it stopped when Blender closed or the extension was turned off — press Resume."
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._preparations or self.worker.is_running(job_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
 from ..newport_api import JobRecord, Phase
@@ -9,6 +11,7 @@ from ..operators import compat, job_setup, jobs_ops
 from ..operators.controller import elapsed_text, get_controller
 
 MAX_LISTED_JOBS = 8
+CHARACTER_PIXELS = 6.5  # an average character of Blender's interface font at scale 1
 PHASE_ICONS = {
     Phase.DONE: "CHECKMARK",
     Phase.FAILED: "ERROR",
@@ -98,7 +101,7 @@ def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     row.enabled = reason is None
     row.operator("sequencer.talking_face_generate", icon="PLAY")
     if reason:
-        layout.label(text=reason, icon="INFO")
+        draw_sentence(layout, context, reason, icon="INFO")
     if job_setup.key_source() == "environment":
         layout.label(text="Using the API key from NEWPORT_API_KEY.", icon="KEYINGSET")
 
@@ -111,23 +114,32 @@ def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         layout.label(text="No jobs for this file yet.")
         return
     for record in jobs[:MAX_LISTED_JOBS]:
-        draw_job(layout.box(), record)
+        draw_job(layout.box(), record, context)
     if any(not record.phase.finished for record in jobs):
         layout.operator("sequencer.talking_face_cancel", text="Cancel All", icon="CANCEL")
 
 
-def draw_job(box: bpy.types.UILayout, record: JobRecord) -> None:
+def draw_sentence(layout: bpy.types.UILayout, context: bpy.types.Context, text: str, icon: str = "NONE") -> None:
+    """A sentence wrapped to the sidebar's width: a label cuts long text in its middle, which hides what to do."""
+    region = context.region
+    pixels = (region.width if region else 300) / max(0.5, context.preferences.system.ui_scale)
+    column = layout.column(align=True)
+    for number, line in enumerate(textwrap.wrap(text, width=max(20, int((pixels - 40) / CHARACTER_PIXELS)))):
+        column.label(text=line, icon=icon if number == 0 else "BLANK1")
+
+
+def draw_job(box: bpy.types.UILayout, record: JobRecord, context: bpy.types.Context) -> None:
     paused = get_controller().pause_reason(record)
     header = box.row()
     header.label(text=record.label or record.job_id[:8],
                  icon="PAUSE" if paused else PHASE_ICONS.get(record.phase, "SORTTIME"))
     header.label(text=f"{'Paused' if paused else record.phase.label} · {elapsed_text(record)}")
     if paused:
-        box.label(text=paused, icon="INFO")
+        draw_sentence(box, context, paused, icon="INFO")
     elif record.progress is not None and not record.phase.finished:
         compat.draw_progress(box, record.progress, record.message)
     elif record.phase == Phase.FAILED:
-        box.label(text=record.error, icon="ERROR")
+        draw_sentence(box, context, record.error, icon="ERROR")
     elif record.message and not record.phase.finished:
         box.label(text=record.message)
     row = box.row(align=True)

@@ -61,3 +61,20 @@ def test_online_access_off_pauses_the_job_and_on_continues_it(gui, sandbox):
     assert run.facts["jobs"][run.facts["job_id"]]["phase"] == "done"
     assert sandbox.count("submit") == 1
     assert len(placed(gui, run.facts["job_id"])) == 1
+
+
+def test_a_job_nothing_resumed_shows_as_paused_and_resume_in_its_row_finishes_it(gui, sandbox):
+    run = gui.run("mid_job.py", blend=gui.project, env={"TF_GUI_MODE": "stalled"}).check()
+    assert run.facts["phase_while_paused"] == "processing"
+    assert "press Resume" in run.facts["paused_reason"]
+    assert run.facts["jobs"][run.facts["job_id"]]["phase"] == "done"
+    assert sandbox.count("submit") == 1
+    assert len(placed(gui, run.facts["job_id"])) == 1
+
+
+def test_an_exception_in_a_tick_is_reported_and_ticking_goes_on(gui, sandbox):
+    run = gui.run("mid_job.py", blend=gui.project, env={"TF_GUI_MODE": "tick_error"}).check()
+    assert "a tick failure made by the test" in run.facts["monitor_error"]
+    assert "report this" in run.facts["monitor_error"]
+    assert run.facts["jobs"][run.facts["job_id"]]["phase"] == "done"
+    assert len(placed(gui, run.facts["job_id"])) == 1
