@@ -18,12 +18,15 @@ from __future__ import annotations
 import array
 import dataclasses
 import json
+import os
 import pathlib
 import subprocess
 import sys
 from types import ModuleType
 
 import pytest
+import sample_media
+import sound_strips
 
 SOURCE_SECONDS = 3.0
 CUT_START = 0.7013  # not on a sample of any rate used: the cut must round like ffmpeg's oracle below
@@ -226,3 +229,194 @@ def test_blender_mixdown_is_exact_where_aud_is_missing(compat, cut_audio, source
 
     assert_cut_is(tmp_path / "cut.wav", source, fmt)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cut.wav"], "the mixdown's file is removed"
+
+
+# --- Without aud, through the extension's own entry points ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def talking_movie(sources: pathlib.Path) -> pathlib.Path:
+    """4 s of 25 fps test picture with a stereo 48 kHz chirp, as an mp4 with AAC sound (made by ffmpeg)."""
+    path = sources / "talking.mp4"
+    run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=4",
+         "-f", "lavfi", "-i", f"aevalsrc={chirps(2)}:s=48000:d=4", "-map", "0:v", "-map", "1:a",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "192k", str(path)])
+    return path
+
+
+def movie_strip(compat: ModuleType, scene, path: pathlib.Path):
+    compat.set_scene_fps(scene, 25)
+    strip = compat.new_movie(scene, "Take", str(path), channel=2, frame_start=1)
+    strip.frame_offset_start, strip.frame_offset_end = 20, 35  # shows source frames 20-64: 0.8 s to 2.6 s
+    return strip
+
+
+def test_movie_sound_is_cut_with_or_without_aud(compat, media, user_scene, talking_movie, tmp_path, build):
+    strip = movie_strip(compat, user_scene, talking_movie)
+
+    assert media.movie_has_audio(strip), "told from the mp4's tracks, with or without aud"
+    if not compat.has_audio_support():
+        with pytest.raises(media.MediaError, match=r"^This Blender build cannot decode MP4 sound .* WAV"):
+            media.prepare_movie_audio(strip, user_scene, str(tmp_path))
+        return
+    prepared = media.prepare_movie_audio(strip, user_scene, str(tmp_path))
+
+    count = round(1.8 * 48000)
+    assert probe(pathlib.Path(prepared.path))["duration_ts"] == count and prepared.duration == pytest.approx(1.8)
+    oracle = oracle_samples(talking_movie, round(0.8 * 48000), count, 2)
+    shift, score = best_shift(decoded_samples(pathlib.Path(prepared.path)), oracle, 2)
+    assert abs(shift) <= 1 and score >= 0.99, (shift, score)
+
+
+def ffprobe_seconds(path: pathlib.Path) -> float:
+    done = run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)])
+    return float(done.stdout)
+
+
+# Blender's length of an MP3 includes the encoder's delay and padding (about 50 ms); ffprobe's does not.
+LENGTH_TOLERANCE = {".mp3": 0.08}
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_audio_file_length_with_or_without_aud(compat, media, sources, fmt, build):
+    source = make_source(sources, fmt)
+    expected = ffprobe_seconds(source)
+    told_cheaply = fmt.suffix in (".wav", ".m4a") or build == "as built" and compat.has_aud_module()
+
+    cheap = media.audio_file_seconds(str(source))
+    measured = media.measure_audio_seconds(str(source))
+    prepared = media.prepare_audio_file(str(source))
+
+    assert prepared.is_source_file and prepared.path == str(source)
+    if told_cheaply:
+        assert cheap == pytest.approx(expected, abs=LENGTH_TOLERANCE.get(fmt.suffix, 0.03))
+    else:
+        assert cheap is None, "without aud only headers are read in draw()"
+    if told_cheaply or compat.has_audio_support():
+        assert measured == pytest.approx(expected, abs=LENGTH_TOLERANCE.get(fmt.suffix, 0.03))
+        assert prepared.duration == measured
+    else:
+        assert measured is None and prepared.duration == 0.0, "uploaded as it is, its length unknown"
+
+
+def test_placed_result_keeps_its_sound_without_aud(compat, placement, user_scene, talking_movie, build):
+    compat.set_scene_fps(user_scene, 25)
+    source = compat.new_movie(user_scene, "Source", str(talking_movie), channel=1, frame_start=1)
+
+    names = placement.place_result(user_scene, source.name, str(talking_movie), job_id=f"job-{build}",
+                                   name="Take TF")
+
+    strips = [compat.all_strips(user_scene)[name] for name in names]
+    if not compat.has_audio_support():
+        assert [strip.type for strip in strips] == ["MOVIE"], "no sound strip can exist without Audaspace"
+        return
+    assert [strip.type for strip in strips] == ["MOVIE", "SOUND"]
+    assert abs(strips[1].frame_final_duration - 4 * 25) <= 1
+
+
+# --- The background command, as the controller runs it -------------------------------------------
+
+SITECUSTOMIZE = '''"""Test-only: ``import aud`` fails once bpy is imported, as in Debian's Blender."""
+import importlib.abc
+import importlib.util
+import sys
+
+
+class BlockAudAfterBpy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "bpy":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            sys.modules["aud"] = None  # bpy registers aud itself; None makes importing it fail
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, BlockAudAfterBpy())
+'''
+
+# Stands for the Blender program: runs ``--python SCRIPT -- ARGS`` of a Blender command line in this bpy.
+BLENDER_SHIM = '''import os, sys
+arguments = sys.argv[1:]
+script = arguments[arguments.index("--python") + 1]
+os.execv(sys.executable, [sys.executable, script, *arguments[arguments.index("--"):]])
+'''
+
+
+@pytest.fixture(scope="module")
+def background_blender(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    """A stand-in for ``blender -b`` (this venv's bpy) and an environment in which aud cannot be imported."""
+    folder = tmp_path_factory.mktemp("no_aud")
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    shim = folder / "blender"
+    shim.write_text(f"#!{sys.executable}\n{BLENDER_SHIM}")
+    shim.chmod(0o755)
+    return str(shim), dict(os.environ, PYTHONPATH=str(folder))
+
+
+def test_the_child_really_has_no_aud(background_blender):
+    _, environment = background_blender
+    done = subprocess.run([sys.executable, "-c", "import bpy\ntry:\n import aud\nexcept ImportError:\n print('no aud')"],
+                          capture_output=True, text=True, env=environment, check=False)
+    assert "no aud" in done.stdout.splitlines(), done.stdout + done.stderr
+
+
+def run_command(command: list[str], environment: dict[str, str]) -> tuple[int, list[str]]:
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    return done.returncode, done.stdout.splitlines()
+
+
+def test_background_command_cuts_a_sound_strip_exactly(compat, media, user_scene, tmp_path, background_blender,
+                                                       sources):
+    blender, environment = background_blender
+    ramp = sample_media.write_ramp_wav(sources / "command_ramp.wav", seconds=3.0)
+    compat.set_scene_fps(user_scene, 25)
+    strip = sound_strips.add_sound_strip(compat, user_scene, "Line", ramp, channel=3, frame_start=1)
+    strip.frame_offset_start, strip.frame_offset_end = 5, 30  # 0.2 s to 1.8 s of the file
+
+    assert media.audio_needs_cut(strip)
+    command, output = media.cut_audio_command(strip, user_scene, str(tmp_path / "work"), blender=blender)
+    code, lines = run_command(command, environment)
+
+    assert code == 0, lines
+    fractions = [fraction for fraction in map(media.parse_cut_progress, lines) if fraction is not None]
+    assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    prepared = media.describe_audio(output, is_source_file=False)
+    assert prepared.duration == pytest.approx(1.6) and not prepared.is_source_file
+    samples, rate = sample_media.wav_samples(output)
+    assert list(samples) == list(range(round(0.2 * rate), round(1.8 * rate)))
+
+
+def test_background_command_cuts_a_movie_sound_without_aud(compat, media, user_scene, talking_movie, tmp_path,
+                                                           background_blender):
+    blender, environment = background_blender
+    strip = movie_strip(compat, user_scene, talking_movie)
+
+    command, output = media.cut_audio_command(strip, user_scene, str(tmp_path / "work"), blender=blender)
+    code, lines = run_command(command, environment)
+
+    if not compat.has_audio_support():
+        assert code == 1 and lines[-1].startswith("TALKING_FACE_ERROR This Blender build cannot decode MP4 sound")
+        assert not pathlib.Path(output).exists()
+        return
+    assert code == 0, lines
+    assert lines[-1] == f"TALKING_FACE_DONE {round(1.8 * 48000)} {output}"
+    oracle = oracle_samples(talking_movie, round(0.8 * 48000), round(1.8 * 48000), 2)
+    shift, score = best_shift(decoded_samples(pathlib.Path(output)), oracle, 2)
+    assert abs(shift) <= 1 and score >= 0.99, (shift, score)
+    assert sorted(path.name for path in pathlib.Path(output).parent.iterdir()) == [pathlib.Path(output).name]
+
+
+def test_cut_request_survives_the_command_line(cut_audio):
+    request = cut_audio.CutAudioRequest(source="/tmp/-odd name.wav", output="/tmp/out.wav",
+                                        start=0.1 + 0.2, seconds=1 / 3)
+    assert cut_audio.CutAudioRequest.from_args(request.to_args()) == request
