@@ -67,6 +67,7 @@ BLOCK_FRAMES = 1 << 16
 AUD_BLOCK_SECONDS = 60.0
 # Scene frames per second of the mixdown scene, at most: a frame must be a whole number of samples.
 MIXDOWN_MAX_FPS = 100
+MAX_SCENE_FRAME = 1_048_574  # Blender's MAXFRAME
 # Frame rate of the scene a sound's length is measured in: 10 ms steps, up to 2.9 hours of sound.
 PROBE_FPS = 100
 
@@ -321,9 +322,13 @@ def _cut_with_aud(request: CutAudioRequest, on_progress: ProgressCallback | None
 # --- Blender's own mixdown (Audaspace in C, no aud) ----------------------------------------------
 
 
-def _mixdown_fps(rate: int) -> int:
-    """The largest whole frame rate up to ``MIXDOWN_MAX_FPS`` that divides ``rate``: frames are whole samples."""
-    return next(fps for fps in range(min(MIXDOWN_MAX_FPS, rate), 0, -1) if rate % fps == 0)
+def _mixdown_fps(rate: int, last_sample: int) -> int:
+    """The largest frame rate that divides ``rate`` (frames are whole samples) and reaches ``last_sample``.
+
+    Scene frames stop at ``MAX_SCENE_FRAME``: a cut late in a long file needs longer frames.
+    """
+    reachable = max(1, MAX_SCENE_FRAME * rate // max(1, last_sample + 2 * rate))
+    return next(fps for fps in range(min(MIXDOWN_MAX_FPS, reachable, rate), 0, -1) if rate % fps == 0)
 
 
 @contextlib.contextmanager
@@ -374,10 +379,10 @@ def _cut_with_mixdown(request: CutAudioRequest, on_progress: ProgressCallback | 
             rate = compat.sound_rate(strip.sound)
             if rate <= 0:
                 raise CutError(f"The file {request.source} has no sound Blender can read.")
-            fps = _mixdown_fps(rate)
+            first, total = request.samples(rate)
+            fps = _mixdown_fps(rate, first + total)
             step = rate // fps
             compat.set_scene_fps(scene, fps)
-            first, total = request.samples(rate)
             wanted_from = step + first
             scene.frame_start = wanted_from // step
             scene.frame_end = max(scene.frame_start, math.ceil((wanted_from + total) / step) - 1)

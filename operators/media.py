@@ -422,7 +422,9 @@ def prepare_audio_file(path: str) -> PreparedMedia:
     if not os.path.isfile(path):
         raise MediaError(f"The audio file is missing: {path}")
     seconds = measure_audio_seconds(path)
-    if seconds is None and (compat.has_audio_support() or _known_sound_seconds(path) is not None):
+    # Unknown is not silent: without Audaspace, an MP3 is only unmeasured. Known silence is refused.
+    cannot_tell = not compat.has_audio_support() and _known_sound_seconds(path) is None
+    if seconds is None and not cannot_tell:
         raise MediaError(f"The file {path} has no sound Blender can read.")
     return PreparedMedia(path=path, duration=seconds or 0.0, fps=0.0, frames=0,
                          is_source_file=True, sha256=file_sha256(path))
