@@ -314,6 +314,7 @@ def parse_cut_progress(line: str) -> float | None:
 # --- Audio -------------------------------------------------------------------------------------
 
 CUT_AUDIO_SCRIPT = pathlib.Path(cut_audio.__file__)
+_MP4_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"}
 
 
 def _sound_track_seconds(found: dict[bytes, bytes]) -> float | None:
@@ -330,6 +331,9 @@ def _mp4_sound_seconds(path: str, size: int) -> float | None:
     """Seconds of the first sound track of an mp4/mov/m4a (0.0: it has none); None when not such a file."""
     try:
         with open(path, "rb") as stream:
+            if stream.read(8)[4:] not in _MP4_FIRST_BOXES:
+                return None  # another format: its bytes are not walked as boxes
+            stream.seek(0)
             for kind, payload, length in list(_boxes(stream, size)):
                 if kind != b"moov":
                     continue
