@@ -24,6 +24,7 @@ import subprocess
 import sys
 from types import ModuleType
 
+import bpy
 import pytest
 import sample_media
 import sound_strips
@@ -259,8 +260,10 @@ def test_movie_sound_is_cut_with_or_without_aud(compat, media, user_scene, talki
         with pytest.raises(media.MediaError, match=r"^This Blender build cannot decode MP4 sound .* WAV"):
             media.prepare_movie_audio(strip, user_scene, str(tmp_path))
         return
+    before = (sorted(bpy.data.scenes.keys()), sorted(bpy.data.sounds.keys()))
     prepared = media.prepare_movie_audio(strip, user_scene, str(tmp_path))
 
+    assert (sorted(bpy.data.scenes.keys()), sorted(bpy.data.sounds.keys())) == before, "no scene or sound left"
     count = round(1.8 * 48000)
     assert probe(pathlib.Path(prepared.path))["duration_ts"] == count and prepared.duration == pytest.approx(1.8)
     oracle = oracle_samples(talking_movie, round(0.8 * 48000), count, 2)
