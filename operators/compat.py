@@ -12,7 +12,8 @@ Differences handled here (measured on the bpy 4.2.23, 4.5.15 and 5.0.1 wheels):
   ``frame_end`` and ``input1`` on 4.5.
 - Movie output: 5.0 needs ``image_settings.media_type = 'VIDEO'`` before ``file_format = 'FFMPEG'``.
 - Sequencer operators: 5.0 edits ``workspace.sequencer_scene``; 4.x edits the context scene.
-- Audio: the 4.2 wheels are built without Audaspace (no ``aud``; ``new_sound`` raises).
+- Audio: the 4.2 wheels are built without Audaspace (no ``aud``; ``new_sound`` raises);
+  Debian/Ubuntu's Blender has Audaspace in C (sound strips, ``sound.mixdown``) but no ``aud``.
 """
 
 from __future__ import annotations
@@ -95,12 +96,26 @@ def set_scene_fps(scene: bpy.types.Scene, fps: float) -> None:
 
 
 def has_audio_support() -> bool:
-    """False on builds without Audaspace, such as the bpy 4.2 wheels."""
+    """True when Blender itself plays sound: sound strips and ``sound.mixdown`` work.
+
+    False on builds without Audaspace, such as the bpy 4.2 wheels. Python's ``aud`` is a
+    separate question (``has_aud_module``): Debian's Blender has Audaspace without it.
+    """
+    return bool(getattr(bpy.app.build_options, "audaspace", False))
+
+
+def has_aud_module() -> bool:
+    """True when Python's ``aud`` module exists (official builds; not Debian's, not the 4.2 wheels)."""
     try:
         importlib.import_module("aud")
     except ImportError:
         return False
     return True
+
+
+def sound_rate(sound: Any) -> int:
+    """The sample rate Blender read from a sound datablock; 0 when unknown (no Audaspace)."""
+    return int(getattr(sound, "samplerate", 0) or 0)
 
 
 def new_movie(scene: bpy.types.Scene, name: str, filepath: str, channel: int, frame_start: int,

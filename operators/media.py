@@ -3,15 +3,16 @@
 Video: a movie strip showing its whole .mp4/.mov file is uploaded as that file,
 untouched; anything else is cut to exactly its visible frames by ``cut_video`` (in
 this process with ``prepare_video``, or in a background Blender with
-``cut_video_command``). Audio: a sound strip's visible range, an audio file, or a
-movie strip's own sound, read with Audaspace (``aud``) and written as 16-bit WAV by
-the stdlib (MP3 encoding would hold the GIL for about a second per minute of sound).
+``cut_video_command``). Audio: an audio file as it is, or a sound strip's visible
+range or a movie strip's own sound cut to a 16-bit WAV by ``cut_audio`` (in this process,
+or in a background Blender with ``cut_audio_command``), on builds with or without ``aud``.
 
 Nothing here changes the user's scene; files are written only under ``work_dir``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -19,14 +20,14 @@ import os
 import pathlib
 import re
 import struct
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import bpy
 
-from . import compat, cut_video
+from . import compat, cut_audio, cut_video
+from .cut_audio import CutAudioRequest
 from .cut_video import CutError, CutRequest, ProgressCallback, StripSpan, source_range
 
 UNTOUCHED_VIDEO_SUFFIXES = (".mp4", ".mov")
@@ -34,9 +35,6 @@ UNTOUCHED_VIDEO_SUFFIXES = (".mp4", ".mov")
 UNTOUCHED_AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac")
 CUT_SCRIPT = pathlib.Path(cut_video.__file__)
 CUT_PROGRESS_PREFIX = cut_video.PROGRESS_PREFIX
-# How much sound is held in memory at once while cutting: each block starts with a seek,
-# which Audaspace may land one sample off, so blocks are long (a typical clip is one).
-AUDIO_BLOCK_SECONDS = 60.0
 
 
 class MediaError(Exception):
@@ -315,38 +313,69 @@ def parse_cut_progress(line: str) -> float | None:
 
 # --- Audio -------------------------------------------------------------------------------------
 
-
-def _audaspace() -> Any:
-    try:
-        return importlib.import_module("aud")
-    except ImportError as error:
-        raise MediaError("This Blender build has no audio support (Audaspace), "
-                         "so it cannot read or cut sound.") from error
+CUT_AUDIO_SCRIPT = pathlib.Path(cut_audio.__file__)
+_MP4_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"}
 
 
-def _wav_seconds(path: str) -> float | None:
-    try:
-        with wave.open(path, "rb") as reader:
-            return reader.getnframes() / reader.getframerate()
-    except (wave.Error, EOFError, OSError):
+def _sound_track_seconds(found: dict[bytes, bytes]) -> float | None:
+    """Seconds of a track whose handler is ``soun``, from its media header."""
+    if found.get(b"hdlr", b"")[8:12] != b"soun" or b"mdhd" not in found:
         return None
+    mdhd = found[b"mdhd"]
+    timescale, duration = (struct.unpack(">IQ", mdhd[20:32]) if mdhd[0] == 1
+                           else struct.unpack(">II", mdhd[12:20]))
+    return duration / timescale if timescale else None
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_sound_seconds(path: str, modified: float, size: int) -> float | None:
-    if not compat.has_audio_support():
-        return _wav_seconds(path)  # the stdlib still reads WAV
+def _mp4_sound_seconds(path: str, size: int) -> float | None:
+    """Seconds of the first sound track of an mp4/mov/m4a (0.0: it has none); None when not such a file."""
+    try:
+        with open(path, "rb") as stream:
+            if stream.read(8)[4:] not in _MP4_FIRST_BOXES:
+                return None  # another format: its bytes are not walked as boxes
+            stream.seek(0)
+            for kind, payload, length in list(_boxes(stream, size)):
+                if kind != b"moov":
+                    continue
+                stream.seek(payload)
+                for track_kind, track, track_length in list(_boxes(stream, payload + length)):
+                    found: dict[bytes, bytes] = {}
+                    if track_kind == b"trak":
+                        _track_boxes(stream, track, track_length, found)
+                    seconds = _sound_track_seconds(found)
+                    if seconds is not None:
+                        return seconds
+                return 0.0
+    except (OSError, struct.error, IndexError):
+        return None
+    return None
+
+
+def _aud_seconds(path: str) -> float | None:
+    if not compat.has_aud_module():
+        return None
     aud = importlib.import_module("aud")
     try:
         sound = aud.Sound(path)
         return sound.length / sound.specs[0]
     except (aud.error, ZeroDivisionError):
-        return None
+        return 0.0
 
 
-def audio_file_seconds(path: str) -> float | None:
-    """How long an audio file lasts, or None when this Blender cannot read it (cheap: cached)."""
-    path = os.path.normpath(bpy.path.abspath(path))
+@functools.lru_cache(maxsize=64)
+def _cached_sound_seconds(path: str, modified: float, size: int) -> float | None:
+    """Seconds of the file's sound (0.0: it has none), or None when that cannot be told cheaply.
+
+    Headers only, without bpy: a WAV's, an mp4 family file's tracks, else ``aud`` where it exists.
+    """
+    for measure in (cut_audio.wav_seconds, lambda source: _mp4_sound_seconds(source, size), _aud_seconds):
+        seconds = measure(path)
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _known_sound_seconds(path: str) -> float | None:
     try:
         status = os.stat(path)
     except OSError:
@@ -354,61 +383,54 @@ def audio_file_seconds(path: str) -> float | None:
     return _cached_sound_seconds(path, status.st_mtime, status.st_size)
 
 
-def _pcm16(block: Any) -> bytes:
-    """Audaspace's float samples (frames × channels) as little-endian 16-bit PCM.
+def audio_file_seconds(path: str) -> float | None:
+    """How long an audio file lasts, or None when it has no sound or that cannot be told cheaply.
 
-    Audaspace reads 16-bit samples as value / 32767, so this gives 16-bit sources back exactly.
+    Reads headers only and remembers the answer: safe in ``draw()``. Exact for WAV and the
+    mp4 family on every build; other formats need Python's ``aud`` (``measure_audio_seconds``
+    also asks Blender itself).
     """
-    import numpy  # bundled with Blender; only needed here
-
-    return numpy.clip(numpy.round(block * 32767.0), -32768, 32767).astype("<i2").tobytes()
+    return _known_sound_seconds(os.path.normpath(bpy.path.abspath(path))) or None
 
 
-def _sample_time(sample: int, rate: int) -> float:
-    """Seconds that Audaspace turns back into exactly ``sample``: it truncates ``seconds × rate``."""
-    return (sample + 0.25) / rate
+def measure_audio_seconds(path: str) -> float | None:
+    """As ``audio_file_seconds``, else measured by a throw-away sound strip where Blender has Audaspace.
 
-
-def _write_wav_range(source: str, start: float, seconds: float, output: pathlib.Path) -> PreparedMedia:
-    """``seconds`` of the file's sound from ``start``, as a 16-bit WAV at the file's own rate.
-
-    Audaspace reads, the stdlib writes: ``aud.Sound.write`` fails for some lengths
-    (e.g. 76,800 samples) and can abort the whole process while cleaning up after such
-    a failure, and ``Sound.data()`` aborts on a file without sound, so the file is
-    checked first and read in blocks with ``data()``.
+    Adds and removes a scene: main thread, outside ``draw()``. None when the file has no
+    sound Blender can read.
     """
-    aud = _audaspace()
-    try:
-        sound = aud.Sound(source)
-        rate, channels = int(sound.specs[0]), int(sound.specs[1])
-    except aud.error as error:
-        raise MediaError(f"The file {source} has no sound Blender can read.") from error
-    if channels > 2:
-        sound, channels = sound.rechannel(aud.CHANNELS_STEREO), 2
-    first, total = round(start * rate), round(seconds * rate)
-    block = max(1, round(AUDIO_BLOCK_SECONDS * rate))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(output), "wb") as writer:
-        writer.setnchannels(channels)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        for done in range(0, total, block):
-            begin, end = first + done, first + min(total, done + block)
-            writer.writeframes(_pcm16(sound.limit(_sample_time(begin, rate), _sample_time(end, rate)).data()))
-    return PreparedMedia(path=str(output), duration=_wav_seconds(str(output)) or 0.0, fps=0.0, frames=0,
-                         is_source_file=False, sha256=file_sha256(str(output)))
+    path = os.path.normpath(bpy.path.abspath(path))
+    seconds = _known_sound_seconds(path)
+    if seconds is None and compat.has_audio_support() and os.path.isfile(path):
+        with contextlib.suppress(CutError):
+            seconds = cut_audio.probe_sound_seconds(path)
+    return seconds or None
+
+
+def describe_audio(path: str, *, is_source_file: bool) -> PreparedMedia:
+    """A PreparedMedia for a prepared WAV (or a file whose length is known); no bpy, fine in a worker thread."""
+    seconds = cut_audio.wav_seconds(path)
+    if seconds is None:
+        raise MediaError(f"The audio {path} is not a readable WAV file.")
+    return PreparedMedia(path=path, duration=seconds, fps=0.0, frames=0,
+                         is_source_file=is_source_file, sha256=file_sha256(path))
 
 
 def prepare_audio_file(path: str) -> PreparedMedia:
-    """An audio file chosen by the artist, uploaded as it is."""
+    """An audio file chosen by the artist, uploaded as it is.
+
+    Its length is measured where this Blender can; on a build without Audaspace a format
+    only Audaspace reads (MP3, Ogg, FLAC) is still uploaded, with its length unknown (0.0).
+    """
     path = os.path.normpath(bpy.path.abspath(path))
     if not os.path.isfile(path):
         raise MediaError(f"The audio file is missing: {path}")
-    seconds = audio_file_seconds(path)
-    if seconds is None:
-        _audaspace()  # says so when the reason is a build without audio support
+    seconds = measure_audio_seconds(path)
+    # Unknown is not silent: without Audaspace, an MP3 is only unmeasured. Known silence is refused.
+    cannot_tell = not compat.has_audio_support() and _known_sound_seconds(path) is None
+    if seconds is None and not cannot_tell:
         raise MediaError(f"The file {path} has no sound Blender can read.")
-    return PreparedMedia(path=path, duration=seconds, fps=0.0, frames=0,
+    return PreparedMedia(path=path, duration=seconds or 0.0, fps=0.0, frames=0,
                          is_source_file=True, sha256=file_sha256(path))
 
 
@@ -435,50 +457,97 @@ def _shows_whole_sound(strip: Any) -> bool:
             and getattr(strip, "sound_offset", 0.0) == 0.0)
 
 
-def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
-    """What a sound strip plays, as a file: its own file when it plays all of it, else a WAV cut."""
+def _require_sound(strip: Any) -> None:
     if not compat.is_sound(strip):
         raise MediaError(f"“{getattr(strip, 'name', '')}” is not a sound strip; choose a sound strip or a file.")
-    _audaspace()
-    source = _sound_source(strip, work_dir)
-    if (strip.sound.packed_file is None and _shows_whole_sound(strip)
-            and pathlib.Path(source).suffix.lower() in UNTOUCHED_AUDIO_SUFFIXES):
-        return prepare_audio_file(source)
+
+
+def audio_needs_cut(strip: Any) -> bool:
+    """False when a sound strip plays its whole, unpacked file and the service takes that file as it is.
+
+    A movie strip's own sound is always cut out of its movie.
+    """
+    if compat.is_movie(strip):
+        return True
+    _require_sound(strip)
+    sound = strip.sound
+    return not (sound is not None and sound.packed_file is None and _shows_whole_sound(strip)
+                and pathlib.Path(sound.filepath).suffix.lower() in UNTOUCHED_AUDIO_SUFFIXES)
+
+
+def _sound_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str) -> CutAudioRequest:
     start, seconds = _sound_visible_seconds(strip, scene)
     if seconds <= 0:
         raise MediaError(f"The sound strip “{strip.name}” plays nothing; widen it on the timeline.")
     output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{strip.frame_final_start}-{strip.frame_final_end}.wav"
-    return _write_wav_range(source, start, seconds, output)
+    return CutAudioRequest(source=_sound_source(strip, work_dir), output=str(output), start=start, seconds=seconds)
 
 
-@functools.lru_cache(maxsize=64)
-def _file_has_audio(path: str, modified: float, size: int) -> bool:
-    aud = importlib.import_module("aud")
-    try:
-        return aud.Sound(path).specs[0] > 0
-    except aud.error:
-        return False
-
-
-def movie_has_audio(strip: Any) -> bool:
-    """True when the movie file has a sound stream this Blender can read (False without Audaspace)."""
-    if not compat.is_movie(strip) or not compat.has_audio_support():
-        return False
-    path = _strip_file(strip, strip.filepath)
-    try:
-        status = os.stat(path)
-    except OSError:
-        return False
-    return _file_has_audio(path, status.st_mtime, status.st_size)
-
-
-def prepare_movie_audio(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
-    """The movie strip's own sound over its visible range, as a WAV file."""
+def _movie_sound_cut_request(strip: Any, work_dir: str) -> CutAudioRequest:
     source = _movie_path(strip)
-    _audaspace()
     if not movie_has_audio(strip):
         raise MediaError(f"The movie of “{strip.name}” has no sound; choose a sound strip or a file.")
     first, end = _visible_source_frames(strip)
     fps = strip_source_fps(strip)
     output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_sound_{first}-{end}.wav"
-    return _write_wav_range(source, first / fps, (end - first) / fps, output)
+    return CutAudioRequest(source=source, output=str(output), start=first / fps, seconds=(end - first) / fps)
+
+
+def audio_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str) -> CutAudioRequest:
+    """What to cut for a sound strip, or for a movie strip's own sound (packed sounds are written out first)."""
+    if compat.is_movie(strip):
+        return _movie_sound_cut_request(strip, work_dir)
+    _require_sound(strip)
+    return _sound_cut_request(strip, scene, work_dir)
+
+
+def _cut_in_process(request: CutAudioRequest) -> PreparedMedia:
+    try:
+        cut_audio.cut_audio(request)
+    except CutError as error:
+        raise MediaError(str(error)) from error
+    return describe_audio(request.output, is_source_file=False)
+
+
+def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
+    """What a sound strip plays, as a file: its own file when it plays all of it, else a WAV cut (blocks)."""
+    _require_sound(strip)
+    if not audio_needs_cut(strip):
+        return prepare_audio_file(_sound_source(strip, work_dir))
+    return _cut_in_process(_sound_cut_request(strip, scene, work_dir))
+
+
+def movie_has_audio(strip: Any) -> bool:
+    """True when the movie file has a sound stream, or when that cannot be told cheaply (the cut then says).
+
+    Headers only, remembered while the file is unchanged: safe in ``draw()``.
+    """
+    if not compat.is_movie(strip):
+        return False
+    seconds = _known_sound_seconds(_strip_file(strip, strip.filepath))
+    return seconds is None or seconds > 0
+
+
+def prepare_movie_audio(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
+    """The movie strip's own sound over its visible range, as a WAV file (blocks)."""
+    return _cut_in_process(_movie_sound_cut_request(strip, work_dir))
+
+
+def cut_audio_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
+                      blender: str = "") -> tuple[list[str], str]:
+    """The command line of a background Blender that cuts the strip's sound, and the WAV it writes.
+
+    For a sound strip for which ``audio_needs_cut`` is True, or a movie strip's own sound.
+    ``blender`` defaults to ``bpy.app.binary_path`` (empty in the bpy module: use
+    ``prepare_audio_strip``/``prepare_movie_audio`` there). Progress lines read with
+    ``parse_cut_progress``; the process exits 0 once the WAV is complete, else 1 after a
+    ``TALKING_FACE_ERROR <sentence>`` line. Then ``describe_audio(output, is_source_file=False)``
+    (bpy-free) gives the PreparedMedia.
+    """
+    program = blender or bpy.app.binary_path
+    if not program:
+        raise MediaError("This Blender has no program to cut the sound in the background.")
+    request = audio_cut_request(strip, scene, work_dir)
+    command = [program, "-b", "--factory-startup", "--python-exit-code", "1",
+               "--python", str(CUT_AUDIO_SCRIPT), "--", *request.to_args()]
+    return command, request.output

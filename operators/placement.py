@@ -19,7 +19,6 @@ right length and from the operator where only it does. Sound always comes from
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 
 import bpy
 
-from . import compat
+from . import compat, media
 from .media import video_track_info
 
 JOB_PROPERTY = "talking_face_job"
@@ -76,15 +75,14 @@ def _result_seconds(video_path: str) -> float:
 
 
 def _sound_seconds(path: str) -> float:
-    """How long the file's sound lasts; 0.0 when it has none or this build cannot play sound."""
+    """How long the file's sound lasts; 0.0 when it has none or this build cannot add sound strips.
+
+    Without Python's ``aud`` (Debian's Blender) it is read from the file's header or
+    measured by Blender itself, so the sound is still placed.
+    """
     if not path or not compat.has_audio_support():
         return 0.0
-    aud = importlib.import_module("aud")
-    try:
-        sound = aud.Sound(path)
-        return max(0.0, sound.length / sound.specs[0])
-    except (aud.error, ZeroDivisionError):
-        return 0.0
+    return media.measure_audio_seconds(path) or 0.0
 
 
 def _channel_is_free(scene: bpy.types.Scene, channel: int, start: int, end: int) -> bool:

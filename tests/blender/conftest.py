@@ -92,9 +92,6 @@ KEEP_SCENES_NOTE = """Scenes a result was placed in are never removed in these t
 ``movie_strip_add`` queues a proxy job that never runs, and Blender ends it at exit by
 touching its scene; a removed scene there crashes the exit (seen on bpy 5.0)."""
 
-NO_AUDIO_REASON = ("this bpy wheel has no audio support (no `aud` module, strips.new_sound raises): "
-                   "the audio path is tested on the 4.5 and 5.0 wheels")
-
 
 def _extension_module(extension: ModuleType, name: str) -> ModuleType:
     return importlib.import_module(f"{extension.__name__}.operators.{name}")
@@ -116,13 +113,6 @@ def media(extension: ModuleType) -> ModuleType:
 def placement(extension: ModuleType) -> ModuleType:
     """The installed extension's ``operators.placement``."""
     return _extension_module(extension, "placement")
-
-
-@pytest.fixture(scope="session")
-def requires_audio(compat: ModuleType) -> None:
-    """Skips, saying why, on builds without Audaspace (the bpy 4.2 wheels)."""
-    if not compat.has_audio_support():
-        pytest.skip(NO_AUDIO_REASON)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ channels free above the sources over the whole span start at 4. Results last 2 s
 from __future__ import annotations
 
 import pathlib
+import subprocess
 from types import ModuleType
 from typing import Any
 
@@ -36,10 +37,13 @@ def silent_result(compat: ModuleType, media_dir: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def talking_result(compat: ModuleType, media_dir: pathlib.Path, requires_audio: None) -> pathlib.Path:
+def talking_result(silent_result: pathlib.Path, media_dir: pathlib.Path) -> pathlib.Path:
+    """The silent result with a tone muxed in by ffmpeg (Blender without Audaspace cannot mux sound)."""
     wav = sample_media.write_sine_wav(media_dir / "speech.wav", seconds=RESULT_SECONDS)
-    return sample_media.make_movie(compat, media_dir / "result_talking.mp4",
-                                   frames=round(RESULT_SECONDS * RESULT_FPS), fps=RESULT_FPS, sound=wav)
+    path = media_dir / "result_talking.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(silent_result), "-i", str(wav), "-map", "0:v",
+                    "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(path)], check=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +156,11 @@ def test_missing_source_or_result_is_reported(compat, placement, user_scene, sil
 
 def assert_sound_lines_up(compat, placement, scene, names, fps, expected_file: pathlib.Path) -> None:
     strips = compat.all_strips(scene)
+    if not compat.has_audio_support():
+        # Blender without Audaspace cannot hold a sound strip: the picture alone, where it would go.
+        assert names == [NAME] and compat.is_movie(strips[NAME]) and strips[NAME].channel == 4
+        return
+    assert len(names) == 2, names
     movie, sound = strips[names[0]], strips[names[1]]
     assert compat.is_movie(movie) and compat.is_sound(sound)
     assert (sound.channel, movie.channel) == (4, 5), "the sound just below its picture, as Blender lays them"
@@ -165,23 +174,20 @@ def assert_sound_lines_up(compat, placement, scene, names, fps, expected_file: p
 
 
 @pytest.mark.parametrize("fps", [24, 25, 30])
-def test_result_sound_is_placed_with_its_picture(compat, placement, user_scene, talking_result, fps,
-                                                 requires_audio):
+def test_result_sound_is_placed_with_its_picture(compat, placement, user_scene, talking_result, fps):
     build_timeline(compat, user_scene, talking_result, fps)
 
     names = place(placement, user_scene, talking_result)
 
-    assert len(names) == 2
     assert_sound_lines_up(compat, placement, user_scene, names, fps, talking_result)
     assert placement.find_imported(user_scene, JOB) == names
 
 
 @pytest.mark.parametrize("fps", [25, 30])
 def test_job_audio_is_used_when_the_result_has_no_sound(compat, placement, user_scene, silent_result,
-                                                        fallback_wav, fps, requires_audio):
+                                                        fallback_wav, fps):
     build_timeline(compat, user_scene, silent_result, fps)
 
     names = place(placement, user_scene, silent_result, fallback_audio_path=str(fallback_wav))
 
-    assert len(names) == 2
     assert_sound_lines_up(compat, placement, user_scene, names, fps, fallback_wav)
