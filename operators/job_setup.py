@@ -218,7 +218,7 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
     options = settings(context)
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
     work_dir = user_folder("work", record.job_id)
-    audio = _prepare_audio(context, str(work_dir))
+    audio, audio_command = _prepare_audio(context, str(work_dir), defer=defer, cut_program=cut_program)
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
     record.width, record.height = options.video_width, options.video_height
@@ -248,7 +248,7 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
             record.owner["input_sha256"]["vocals"] = media.file_sha256(record.vocals)
         add_video(record, media.prepare_video(strip, scene, str(work_dir)))
         return record, None
-    plan = _preparation_plan(strip, scene, str(work_dir), record, cut_program)
+    plan = _preparation_plan(strip, scene, str(work_dir), record, cut_program, audio_command)
     record.owner["prepare"] = plan.to_owner()
     record.message = "Preparing the clip"
     # Until the video is described, the estimate comes from the strip; it is refined from the file.
@@ -259,8 +259,10 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
 
 
 def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobRecord,
-                      cut_program: str) -> PreparationPlan:
+                      cut_program: str, audio_command: tuple[str, ...]) -> PreparationPlan:
     files = {"vocals": record.vocals} if record.vocals else {}
+    if not audio_command and not record.owner["input_sha256"]["audio"]:
+        files["audio"] = record.audio  # uploaded as it is: only its hash is left to do
     if not media.needs_cut(strip, scene):
         video, command = os.path.normpath(strip_file(strip)), ()
     elif cut_program:
@@ -268,7 +270,8 @@ def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobR
         command = tuple(command_line)
     else:  # no Blender program to cut in the background (the bpy module): cut here
         video, command = media.prepare_video(strip, scene, work_dir).path, ()
-    return PreparationPlan(cut_command=command, video=video, hash_roles=tuple(files), files=files)
+    return PreparationPlan(cut_command=command, video=video, hash_roles=tuple(files), files=files,
+                           audio_command=audio_command, audio=record.audio if audio_command else "")
 
 
 def apply_prepared(record: JobRecord, prepared: PreparedInputs) -> None:
@@ -276,6 +279,8 @@ def apply_prepared(record: JobRecord, prepared: PreparedInputs) -> None:
     record.owner.pop("prepare", None)
     record.owner["input_sha256"].update({role: digest for role, digest in prepared.sha256.items()
                                          if role != "video"})
+    if prepared.audio is not None:  # cut in the background: now its exact length is known
+        record.owner["audio_seconds"] = prepared.audio.duration
     add_video(record, prepared.video)
 
 
@@ -289,10 +294,22 @@ def add_video(record: JobRecord, video: media.PreparedMedia) -> None:
     record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)
 
 
-def _prepare_audio(context: bpy.types.Context, work_dir: str) -> media.PreparedMedia:
+def _prepare_audio(context: bpy.types.Context, work_dir: str, *, defer: bool = False,
+                   cut_program: str = "") -> tuple[media.PreparedMedia, tuple[str, ...]]:
+    """The audio as far as it is prepared now, and the background command that still has to cut it.
+
+    With ``defer`` nothing that grows with the sound's size happens here: a sound to cut is cut
+    by ``cut_program`` in a background process, and a file sent as it is is hashed later.
+    """
     choice = audio_choice(context)
+    hashed = not defer
+    if choice.kind == "FILE":
+        return media.prepare_audio_file(choice.path, hashed=hashed), ()
+    if defer and cut_program and media.audio_needs_cut(choice.strip):
+        command, output = media.cut_audio_command(choice.strip, context.scene, work_dir, blender=cut_program)
+        until_cut = media.PreparedMedia(path=output, duration=media.visible_seconds(choice.strip, context.scene),
+                                        fps=0.0, frames=0, is_source_file=False, sha256="")
+        return until_cut, tuple(command)
     if choice.kind == "STRIP":
-        return media.prepare_audio_strip(choice.strip, context.scene, work_dir)
-    if choice.kind == "MOVIE":
-        return media.prepare_movie_audio(choice.strip, context.scene, work_dir)
-    return media.prepare_audio_file(choice.path)
+        return media.prepare_audio_strip(choice.strip, context.scene, work_dir, hashed=hashed), ()
+    return media.prepare_movie_audio(choice.strip, context.scene, work_dir), ()

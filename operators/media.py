@@ -416,11 +416,12 @@ def describe_audio(path: str, *, is_source_file: bool) -> PreparedMedia:
                          is_source_file=is_source_file, sha256=file_sha256(path))
 
 
-def prepare_audio_file(path: str) -> PreparedMedia:
+def prepare_audio_file(path: str, *, hashed: bool = True) -> PreparedMedia:
     """An audio file chosen by the artist, uploaded as it is.
 
     Its length is measured where this Blender can; on a build without Audaspace a format
     only Audaspace reads (MP3, Ogg, FLAC) is still uploaded, with its length unknown (0.0).
+    Without ``hashed`` its content hash is left for a preparation thread ('').
     """
     path = os.path.normpath(bpy.path.abspath(path))
     if not os.path.isfile(path):
@@ -431,7 +432,7 @@ def prepare_audio_file(path: str) -> PreparedMedia:
     if seconds is None and not cannot_tell:
         raise MediaError(f"The file {path} has no sound Blender can read.")
     return PreparedMedia(path=path, duration=seconds or 0.0, fps=0.0, frames=0,
-                         is_source_file=True, sha256=file_sha256(path))
+                         is_source_file=True, sha256=file_sha256(path) if hashed else "")
 
 
 def _sound_source(strip: Any, work_dir: str) -> str:
@@ -509,11 +510,11 @@ def _cut_in_process(request: CutAudioRequest) -> PreparedMedia:
     return describe_audio(request.output, is_source_file=False)
 
 
-def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
+def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str, *, hashed: bool = True) -> PreparedMedia:
     """What a sound strip plays, as a file: its own file when it plays all of it, else a WAV cut (blocks)."""
     _require_sound(strip)
     if not audio_needs_cut(strip):
-        return prepare_audio_file(_sound_source(strip, work_dir))
+        return prepare_audio_file(_sound_source(strip, work_dir), hashed=hashed)
     return _cut_in_process(_sound_cut_request(strip, scene, work_dir))
 
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .media import MediaError, PreparedMedia, describe_video, file_sha256, parse_cut_progress
+from .media import MediaError, PreparedMedia, describe_audio, describe_video, file_sha256, parse_cut_progress
 
 
 @dataclass(frozen=True)
@@ -33,32 +34,41 @@ class PreparationPlan:
 
     cut_command: tuple[str, ...] = ()  # a background Blender that writes ``video``
     video: str = ""  # the file that will be uploaded as the video (the source or the cut)
+    audio_command: tuple[str, ...] = ()  # a background Blender that writes ``audio`` (a WAV cut)
+    audio: str = ""  # set with ``audio_command``: the WAV it writes
     hash_roles: tuple[str, ...] = ()  # roles of ``files`` whose content hash is still unknown
     files: dict[str, str] = field(default_factory=dict)  # role -> path
 
     def to_owner(self) -> dict[str, Any]:
-        return {"cut_command": list(self.cut_command), "video": self.video, "hash_roles": list(self.hash_roles),
-                "files": dict(self.files)}
+        return {"cut_command": list(self.cut_command), "video": self.video,
+                "audio_command": list(self.audio_command), "audio": self.audio,
+                "hash_roles": list(self.hash_roles), "files": dict(self.files)}
 
     @classmethod
     def from_owner(cls, data: dict[str, Any]) -> PreparationPlan:
         return cls(cut_command=tuple(data.get("cut_command", ())), video=data.get("video", ""),
+                   audio_command=tuple(data.get("audio_command", ())), audio=data.get("audio", ""),
                    hash_roles=tuple(data.get("hash_roles", ())), files=dict(data.get("files", {})))
 
 
 @dataclass(frozen=True)
 class PreparedInputs:
-    """What the plan produced: the described video and every file's content hash."""
+    """What the plan produced: the described video (and audio, when cut) and every file's content hash."""
 
     video: PreparedMedia | None
     sha256: dict[str, str]
+    audio: PreparedMedia | None = None
 
 
 Report = Callable[[float], None]
+# The cut shares the machine with the artist's Blender: it yields the CPU to the interface first.
+_LOWER_PRIORITY: tuple[str, ...] = ("nice", "-n", "10") if shutil.which("nice") else ()
 
 
-def _cut(plan: PreparationPlan, report: Report, started: Callable[[subprocess.Popen], None]) -> None:
-    process = subprocess.Popen(list(plan.cut_command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def _cut(command: tuple[str, ...], output: str, report: Report,
+         started: Callable[[subprocess.Popen], None]) -> None:
+    """Run one background Blender cut to its end; raises ``MediaError`` with its sentence when it fails."""
+    process = subprocess.Popen([*_LOWER_PRIORITY, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, text=True)
     started(process)
     last_lines: list[str] = []
@@ -69,23 +79,25 @@ def _cut(plan: PreparationPlan, report: Report, started: Callable[[subprocess.Po
         elif line.strip():
             last_lines = [*last_lines[-4:], line.strip()]
     code = process.wait()
-    if code != 0 or not os.path.isfile(plan.video):
+    if code != 0 or not os.path.isfile(output):
         reason = next((line.split(" ", 1)[1] for line in reversed(last_lines)
                        if line.startswith("TALKING_FACE_ERROR ")), "")
         raise MediaError(reason or f"Blender could not cut the clip (it exited with {code}) "
-                                   "— check the movie strip, then Generate again.")
+                                   "— check the strips, then Generate again.")
 
 
 def carry_out(plan: PreparationPlan, report: Report = lambda _fraction: None,
               started: Callable[[subprocess.Popen], None] = lambda _process: None) -> PreparedInputs:
     """Do the whole plan in this thread (bpy-free); raises ``MediaError`` with a sentence."""
     if plan.cut_command:
-        _cut(plan, report, started)
+        _cut(plan.cut_command, plan.video, report, started)
+    if plan.audio_command:
+        _cut(plan.audio_command, plan.audio, report, started)
     video = describe_video(plan.video, is_source_file=not plan.cut_command) if plan.video else None
-    hashes = {role: file_sha256(plan.files[role]) for role in plan.hash_roles if role != "video"}
-    if video is not None:
-        hashes["video"] = video.sha256
-    return PreparedInputs(video=video, sha256=hashes)
+    audio = describe_audio(plan.audio, is_source_file=False) if plan.audio_command else None
+    hashes = {role: file_sha256(plan.files[role]) for role in plan.hash_roles}
+    hashes.update({role: media.sha256 for role, media in (("video", video), ("audio", audio)) if media})
+    return PreparedInputs(video=video, sha256=hashes, audio=audio)
 
 
 class PreparationTask:

@@ -34,6 +34,7 @@ API_KEY = "sk-gui-lane-0123456789abcdef"
 SCREEN = "-screen 0 1600x1000x24"
 MOVIE_FRAMES = 100  # 4 s at 25 fps
 TRIM = 10  # frames hidden at each end of the movie strip
+SOUND_TRIM = 3  # frames hidden at the start of the sound strip (an MP3: cut by Blender's own mixdown)
 ARTEFACTS = Path(os.environ.get("TALKING_FACE_GUI_ARTEFACTS", HERE.parents[1] / "build" / "gui"))
 GAPS: dict[str, list[tuple[float, str]]] = {}  # session -> event-loop gaps (ms) with the job's phase then
 GOALS: dict[str, float] = {}
@@ -174,6 +175,11 @@ class GuiBlender:
         folder = self.user / "extensions" / ".user" / "user_default" / "talking_face" / "jobs"
         return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
 
+    def ffprobe_seconds(self, path: str) -> float:
+        done = subprocess.run(["chroot", str(self.root), "ffprobe", "-v", "error", "-show_entries",
+                               "format=duration", "-of", "csv=p=0", path], capture_output=True, text=True, check=True)
+        return float(done.stdout.strip())
+
     def ffprobe_frames(self, path: str) -> int:
         done = subprocess.run(["chroot", str(self.root), "ffprobe", "-v", "error", "-count_frames",
                                "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames",
@@ -198,6 +204,8 @@ def make_media(root: Path, folder: Path) -> None:
                     str(folder / "take.mp4")], check=True)
     subprocess.run([*ffmpeg, "-f", "lavfi", "-i", "sine=frequency=440:duration=2.4:sample_rate=48000",
                     "-c:a", "pcm_s16le", str(folder / "line.wav")], check=True)
+    subprocess.run([*ffmpeg, "-i", str(folder / "line.wav"), "-c:a", "libmp3lame", "-b:a", "128k",
+                    str(folder / "line.mp3")], check=True)
 
 
 @pytest.fixture(scope="session")

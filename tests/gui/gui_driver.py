@@ -194,7 +194,7 @@ def choose_audio(scene: bpy.types.Scene) -> None:
     """The sound strip "Line" (``TF_GUI_AUDIO=FILE``: its file instead, for builds that cannot read strips)."""
     settings = scene.talking_face
     if os.environ.get("TF_GUI_AUDIO") == "FILE":
-        settings.audio_source, settings.audio_file = "FILE", "//line.wav"
+        settings.audio_source, settings.audio_file = "FILE", "//line.mp3"
     else:
         settings.audio_source, settings.audio_strip = "STRIP", "Line"
 

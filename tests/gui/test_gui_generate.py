@@ -10,6 +10,7 @@ def test_install_from_disk_with_a_window_enables_the_extension(installed):
     assert installed.facts["installed"], installed.console[-3000:]
     assert "Exception in module register" not in installed.console
     assert installed.facts["movie"]["end"] - installed.facts["movie"]["start"] == MOVIE_FRAMES - 2 * TRIM
+    assert installed.facts["sound"]["start"] == 1 + TRIM, "the sound strip starts with the movie's visible part"
 
 
 def test_generate_on_a_trimmed_strip_lands_once_above_the_source(gui, sandbox):
@@ -28,8 +29,12 @@ def test_generate_on_a_trimmed_strip_lands_once_above_the_source(gui, sandbox):
     # The clip was cut by the real Blender program in the background, to exactly the visible frames.
     assert gui.ffprobe_frames(job["video"]) == MOVIE_FRAMES - 2 * TRIM
     assert gui.ffprobe_frames(job["output_path"]) == MOVIE_FRAMES - 2 * TRIM
-
     saved = gui.inspect()
+    # What was sent as the audio is the sound strip's visible span on the timeline (as a second
+    # Blender reads the saved file), cut from the MP3 by Blender's own mixdown: this build has no aud.
+    line = next(strip for strip in saved["strips"] if strip["name"] == "Line")
+    assert job["audio"].endswith(".wav")
+    assert abs(gui.ffprobe_seconds(job["audio"]) - (line["end"] - line["start"]) / saved["fps"]) < 0.001
     source = next(strip for strip in saved["strips"] if strip["name"] == "Take")
     results = [strip for strip in saved["strips"] if strip["job"] == facts["job_id"]]
     movies = [strip for strip in results if strip["type"] == "MOVIE"]

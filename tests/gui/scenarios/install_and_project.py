@@ -11,6 +11,7 @@ d = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(d)
 
 TRIM = 10
+SOUND_TRIM = 3
 
 
 def scenario():
@@ -32,8 +33,9 @@ def scenario():
     movie = strips.new_movie(name="Take", filepath=folder + "/take.mp4", channel=2, frame_start=1)
     movie.frame_offset_start = TRIM
     movie.frame_offset_end = TRIM
-    sound = strips.new_sound(name="Line", filepath=folder + "/line.wav", channel=1,
-                                    frame_start=movie.frame_final_start)
+    sound = strips.new_sound(name="Line", filepath=folder + "/line.mp3", channel=1,
+                             frame_start=movie.frame_final_start - SOUND_TRIM)
+    sound.frame_offset_start = SOUND_TRIM
     editor.active_strip = movie
     scene.frame_start, scene.frame_end = 1, 120
     d.facts["movie"] = {"start": movie.frame_final_start, "end": movie.frame_final_end,
