@@ -13,6 +13,13 @@ Threading rules:
 
 Jobs are stored as JSON under the extension's user folder, so they outlive a
 crash or a quit; ``resume`` picks them up again.
+
+Several Blenders share that folder (two open the same .blend, or two unsaved
+sessions).  A job is run, written and imported only by the process that holds its
+claim (``JobStore.claim``): ``start``, ``run_sync``, ``resume``, ``place`` and
+``cancel`` claim first and re-read the record after claiming, since another
+process may have moved it on.  The others show ``owned_elsewhere`` and take the
+job over once its owner is gone (``take_over_abandoned``).
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, N
 from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts
+from ..newport_api.ownership import HOST, OwnerInfo
 from . import media, placement
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 MAX_EVENTS_PER_TICK = 500
 MAX_IMPORTS_PER_TICK = 1
+OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far less often
 
 
 @dataclass(frozen=True)
@@ -72,19 +81,40 @@ class JobController:
         self.key_status = ""
         self._key_status_shown = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
+        self._owners: dict[str, tuple[float, OwnerInfo | None]] = {}  # job id → (read at, owner)
+        self._watched: set[str] = set()  # jobs seen running in another Blender
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
 
     # -- starting work -----------------------------------------------------------
 
-    def start(self, record: JobRecord, credentials: Credentials) -> None:
-        """Hand a copy of ``record`` to a worker thread; returns at once."""
+    def start(self, record: JobRecord, credentials: Credentials) -> bool:
+        """Hand a copy of ``record`` to a worker thread; returns at once.
+
+        False, with nothing written, when another Blender owns the job.
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return False
         self.store.save(record)
         self.views[record.job_id] = record
-        self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
+        return self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
 
     def run_sync(self, record: JobRecord, credentials: Credentials,
                  log: Callable[[str], None] = print) -> JobRecord:
-        """Run a job to the end in this thread (background mode), then place its result."""
+        """Run a job to the end in this thread (background mode), then place its result.
+
+        A job another Blender owns is left alone: its record comes back unchanged.
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return record
+        try:
+            return self._run_claimed(record, credentials, log)
+        finally:
+            self.store.release(record.job_id)
+
+    def _run_claimed(self, record: JobRecord, credentials: Credentials,
+                     log: Callable[[str], None]) -> JobRecord:
         self.store.save(record)
         self.views[record.job_id] = record
         last_phase = [""]
@@ -286,7 +316,23 @@ class JobController:
     # -- placing results ---------------------------------------------------------
 
     def place(self, record: JobRecord) -> None:
-        """Put a downloaded result on the timeline (exactly once) and mark the job done."""
+        """Put a downloaded result on the timeline (exactly once) and mark the job done.
+
+        Only the job's owner places it: a result another Blender owns, or one it
+        placed already, is left alone here (the view shows the stored record).
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return
+        stored = self.store.load(record.job_id)
+        if stored is not None and stored.phase != Phase.DOWNLOADED:  # placed or moved on elsewhere
+            self.views[record.job_id] = stored
+            self.store.release(record.job_id)
+            return
+        self._place_claimed(record)
+        self.store.release(record.job_id)  # done or failed: nothing is left to own
+
+    def _place_claimed(self, record: JobRecord) -> None:
         owner = record.owner
         scene = bpy.data.scenes.get(owner.get("scene", ""))
         try:
@@ -330,11 +376,19 @@ class JobController:
         record = self.views.get(job_id)
         if record is None or record.phase.finished:
             return False
-        # Not running in this session (e.g. waiting to be resumed): cancel its record directly.
-        record.part_path.unlink(missing_ok=True)
-        record.set_phase(Phase.CANCELLED, "Cancelled")
-        self.store.save(record)
-        return True
+        # Not running in this session (e.g. waiting to be resumed): cancel its record directly —
+        # unless another Blender runs it: only that one may write its record.
+        if not self.store.claim(job_id):
+            self._show_stored(job_id)
+            return False
+        record = self.store.load(job_id) or record
+        self.views[job_id] = record
+        if not record.phase.finished:
+            record.part_path.unlink(missing_ok=True)
+            record.set_phase(Phase.CANCELLED, "Cancelled")
+            self.store.save(record)
+        self.store.release(job_id)
+        return record.phase == Phase.CANCELLED
 
     def retry(self, job_id: str, credentials: Credentials, *, sync: bool = False,
               log: Callable[[str], None] = print) -> JobRecord | None:
@@ -348,17 +402,24 @@ class JobController:
         return record
 
     def unfinished_jobs(self, blend_file: str | None = None) -> list[JobRecord]:
+        """Jobs of the file that nothing runs: neither this Blender nor another one."""
         blend_file = bpy.data.filepath if blend_file is None else blend_file
         return [record for record in self.views.values()
                 if not record.phase.finished and not self.is_running(record.job_id)
-                and record.owner.get("blend_file", "") == blend_file]
+                and record.owner.get("blend_file", "") == blend_file and self.owned_elsewhere(record) is None]
 
     def resume(self, credentials: Credentials, *, sync: bool = False,
                log: Callable[[str], None] = print) -> list[JobRecord]:
         """Continue every unfinished job of the open file from its recorded phase."""
         self.reload()
         resumed = []
-        for record in self.unfinished_jobs():
+        for candidate in self.unfinished_jobs():
+            record = self._claim_latest(candidate)
+            if record is None:
+                continue  # another Blender took it first
+            if record.phase.finished:
+                self.store.release(record.job_id)
+                continue
             if record.phase == Phase.DOWNLOADED:
                 self.place(record)
             elif not record.video:  # stopped while its clip was being cut: cut it again
@@ -388,14 +449,83 @@ class JobController:
 
     def reload(self) -> None:
         """Re-read records from disk, keeping the in-memory view of jobs running here."""
+        self._owners.clear()
         for record in self.store.load_all():
             if not self.is_running(record.job_id):
                 self.views[record.job_id] = record
+                if record.phase.finished:
+                    self.store.release(record.job_id)  # e.g. a cut that failed: nothing left to own
+
+    # -- ownership across Blender processes --------------------------------------------
+
+    def _claim_latest(self, record: JobRecord) -> JobRecord | None:
+        """Claim a job and return its stored record (another process may have moved it on); None if owned."""
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return None
+        stored = self.store.load(record.job_id)
+        if stored is not None:
+            self.views[record.job_id] = stored
+        return stored or record
+
+    def _show_stored(self, job_id: str) -> None:
+        """The view of a job another process owns follows what that process writes."""
+        self._owners.pop(job_id, None)
+        stored = self.store.load(job_id)
+        if stored is not None:
+            self.views[job_id] = stored
+
+    def owner_of(self, job_id: str, *, max_age: float = OWNER_CACHE_SECONDS) -> OwnerInfo | None:
+        """Who claimed the job (``alive`` judged when read), cached for ``max_age`` seconds."""
+        now = time.monotonic()
+        cached = self._owners.get(job_id)
+        if cached is None or now - cached[0] > max_age:
+            cached = (now, self.store.owner_of(job_id))
+            self._owners[job_id] = cached
+        return cached[1]
+
+    def owned_elsewhere(self, record: JobRecord) -> str | None:
+        """For the panel: "Running in another Blender (pid N) …" while another live process owns the job."""
+        if record.phase.finished or self.is_running(record.job_id) or self.store.holds(record.job_id):
+            return None
+        owner = self.owner_of(record.job_id)
+        if owner is None or not owner.alive or owner.is_this_process:
+            return None
+        where = "another Blender" if owner.host == HOST else f"a Blender on {owner.host}"
+        return f"Running in {where} (pid {owner.pid}); it continues here if that Blender closes."
+
+    def jobs_owned_elsewhere(self, blend_file: str | None = None) -> list[JobRecord]:
+        """Unfinished jobs of the file that another live Blender runs; ``take_over_abandoned`` watches them."""
+        blend_file = bpy.data.filepath if blend_file is None else blend_file
+        records = [record for record in self.views.values()
+                   if record.owner.get("blend_file", "") == blend_file and self.owned_elsewhere(record)]
+        self._watched.update(record.job_id for record in records)
+        return records
+
+    def watching_other_blenders(self) -> bool:
+        """True while a job of the file runs in another Blender: keep calling ``take_over_abandoned``."""
+        return bool(self.jobs_owned_elsewhere() or self._watched)
+
+    def take_over_abandoned(self, credentials: Credentials) -> list[JobRecord]:
+        """Resume the watched jobs whose owning Blender is gone (crashed, killed, quit).
+
+        Cheap while every owner still runs (a few small file reads); call it every few
+        seconds from the monitor while ``watching_other_blenders()``.
+        """
+        if not self._watched:
+            return []
+        self._owners.clear()  # decide on what the owner files say now
+        watched, self._watched = self._watched, set()
+        still_owned = {record.job_id for record in self.jobs_owned_elsewhere()}
+        if not watched - still_owned:
+            return []
+        return self.resume(credentials)
 
     def adopt_saved_file(self, old_path: str, new_path: str) -> None:
         """A file saved for the first time (or saved as) takes its unfinished jobs along."""
         for record in self.views.values():
-            if record.owner.get("blend_file", "") != old_path or record.phase.finished:
+            if (record.owner.get("blend_file", "") != old_path or record.phase.finished
+                    or self.owned_elsewhere(record)):  # another unsaved session's job stays with it
                 continue
             record.owner["blend_file"] = new_path
             if self.is_running(record.job_id):
@@ -415,6 +545,9 @@ class JobController:
         self._preparations.clear()
         self.worker.shutdown()
         self._drain_events()
+        for job_id in self.store.claimed_ids():
+            if not self.worker.is_running(job_id):  # a thread that outlived the timeout releases its own
+                self.store.release(job_id)
 
 
 @dataclass(frozen=True)
