@@ -141,15 +141,17 @@ def read_owner(path: Path) -> OwnerInfo | None:
         return None
 
 
-def write_owner(path: Path, owner: OwnerInfo, *, durable: bool = True) -> None:
-    """Replace the owner file atomically: readers see the old owner or the new one, never half."""
+def write_owner(path: Path, owner: OwnerInfo) -> None:
+    """Replace the owner file atomically: readers see the old owner or the new one, never half.
+
+    Not synced to disk: the lock is the truth and a crash makes the file stale anyway, while a
+    quick write keeps short the moment in which a new owner holds the lock but the file still
+    names the previous one.
+    """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".owner-", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(owner.to_json())
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

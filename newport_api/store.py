@@ -182,7 +182,7 @@ class JobStore:
                 for job_id, claim in self._claims.items():
                     claim.owner = replace(claim.owner, heartbeat=time.time())
                     with contextlib.suppress(OSError):  # a full disk must not end the claim
-                        ownership.write_owner(self.owner_path_for(job_id), claim.owner, durable=False)
+                        ownership.write_owner(self.owner_path_for(job_id), claim.owner)
 
     def _stop_heartbeat_if_idle(self) -> None:
         with self._lock:

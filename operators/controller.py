@@ -83,6 +83,7 @@ class JobController:
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
         self._owners: dict[str, tuple[float, OwnerInfo | None]] = {}  # job id → (read at, owner)
         self._watched: set[str] = set()  # jobs seen running in another Blender
+        self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
 
     # -- starting work -----------------------------------------------------------
@@ -471,6 +472,7 @@ class JobController:
     def _show_stored(self, job_id: str) -> None:
         """The view of a job another process owns follows what that process writes."""
         self._owners.pop(job_id, None)
+        self._refused[job_id] = time.monotonic()
         stored = self.store.load(job_id)
         if stored is not None:
             self.views[job_id] = stored
@@ -489,10 +491,18 @@ class JobController:
         if record.phase.finished or self.is_running(record.job_id) or self.store.holds(record.job_id):
             return None
         owner = self.owner_of(record.job_id)
+        if (owner is None or not owner.alive) and self._claim_refused_lately(record.job_id):
+            # The lock says someone owns it: its owner file may not name it yet (a claim just made).
+            owner = self.owner_of(record.job_id, max_age=0.0)
+            if owner is None or not owner.alive:
+                return "Running in another Blender; it continues here if that Blender closes."
         if owner is None or not owner.alive or owner.is_this_process:
             return None
         where = "another Blender" if owner.host == HOST else f"a Blender on {owner.host}"
         return f"Running in {where} (pid {owner.pid}); it continues here if that Blender closes."
+
+    def _claim_refused_lately(self, job_id: str) -> bool:
+        return time.monotonic() - self._refused.get(job_id, -OWNER_CACHE_SECONDS) < OWNER_CACHE_SECONDS
 
     def jobs_owned_elsewhere(self, blend_file: str | None = None) -> list[JobRecord]:
         """Unfinished jobs of the file that another live Blender runs; ``take_over_abandoned`` watches them."""

@@ -17,6 +17,11 @@ flushed at once, so the parent can act (SIGKILL, fault changes) the moment it re
   the jobs, run ``bpy.ops.sequencer.talking_face_resume()`` (background mode: to the
   end), save, open the file again and count the imported strips; resume once more
   to show that nothing is imported twice.
+* ``contend``: one of two sessions on the same file (or two unsaved ones) while a job
+  runs: open it, wait for the ``--go`` file, run ``talking_face_resume()`` and report whether this session runs the
+  job or another Blender does (``TF resumed``).  Then watch the job the way the monitor
+  does, printing what the panel would say (``TF elsewhere``) when it changes: take it over when its owner is gone (``TF took_over``, then tick to the end), or
+  see it finish elsewhere; resume once more and report the strips (``TF settled``).
 
 Nothing here imports the repo's own packages: the extension is the installed zip.
 """
@@ -204,9 +209,60 @@ def resume(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- contend -------------------------------------------------------------------------------------------
+
+def contend(args: argparse.Namespace) -> int:
+    ext = extension()
+    configure(args.base_url)
+    if args.blend:
+        bpy.ops.wm.open_mainfile(filepath=args.blend)
+    active = controller(ext)
+    active.reload()
+    if args.go:  # both sessions resume at the same instant, so both may see the job unowned
+        say("ready")
+        while not os.path.exists(args.go):
+            time.sleep(0.002)
+    report = run_resume()
+    say("resumed", {**ownership_state(ext, active, args.job), "report": report})
+    deadline = time.monotonic() + args.timeout
+    shown = None
+    while time.monotonic() < deadline:
+        elsewhere = active.owned_elsewhere(active.views[args.job]) or ""
+        if elsewhere != shown:  # what the panel would say now
+            shown = elsewhere
+            say("elsewhere", elsewhere)
+        if active.store.load(args.job).phase.finished:
+            report = run_resume()  # nothing left to do: must import nothing here
+            say("settled", {**ownership_state(ext, active, args.job), "report": report})
+            return 0
+        active.watching_other_blenders()  # what the monitor asks on each tick
+        if active.take_over_abandoned(ext.operators.job_setup.credentials()):
+            say("took_over", ownership_state(ext, active, args.job))
+            while not active.views[args.job].phase.finished and time.monotonic() < deadline:
+                active.tick()
+                time.sleep(TICK_SECONDS)
+        time.sleep(0.1)
+    say("timeout", ownership_state(ext, active, args.job))
+    return 3
+
+
+def run_resume() -> str:
+    try:
+        bpy.ops.sequencer.talking_face_resume()  # background mode: runs an owned job to the end
+    except RuntimeError as error:  # the operator reports a failed job as an error
+        return str(error)
+    return ""
+
+
+def ownership_state(ext, active, job_id: str) -> dict:
+    record = active.views[job_id]
+    return {**describe(record), "pid": os.getpid(), "strips": result_strips(ext, job_id),
+            "elsewhere": active.owned_elsewhere(record) or "", "workers": worker_threads()}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=("start", "resume"))
+    parser.add_argument("command", choices=("start", "resume", "contend"))
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--blend", default="", help="the project file; empty: never saved")
     parser.add_argument("--movie", default="")
@@ -216,9 +272,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--at", default="", help="the phase at which --then happens")
     parser.add_argument("--then-after", type=float, default=0.0, help="seconds to wait in that phase first")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--job", default="", help="contend: the job id to watch")
+    parser.add_argument("--go", default="", help="contend: resume once this file exists")
     args = parser.parse_args(argv)
     assert os.environ.get("BLENDER_USER_RESOURCES"), "the parent must give each test its own user folder"
-    return start(args) if args.command == "start" else resume(args)
+    return {"start": start, "resume": resume, "contend": contend}[args.command](args)
 
 
 if __name__ == "__main__":
