@@ -528,6 +528,8 @@ class JobController:
         watched, self._watched = self._watched, set()
         still_owned = {record.job_id for record in self.jobs_owned_elsewhere()}
         if not watched - still_owned:
+            for job_id in still_owned:  # the panel follows the phases the owner saves
+                self.views[job_id] = self.store.load(job_id) or self.views[job_id]
             return []
         return self.resume(credentials)
 

@@ -20,7 +20,8 @@ flushed at once, so the parent can act (SIGKILL, fault changes) the moment it re
 * ``contend``: one of two sessions on the same file (or two unsaved ones) while a job
   runs: open it, wait for the ``--go`` file, run ``talking_face_resume()`` and report whether this session runs the
   job or another Blender does (``TF resumed``).  Then watch the job the way the monitor
-  does, printing what the panel would say (``TF elsewhere``) when it changes: take it over when its owner is gone (``TF took_over``, then tick to the end), or
+  does (ticking the controller), printing what the panel would say (``TF elsewhere``) when
+  it changes and the state after a few ticks (``TF ticked``): take it over when its owner is gone (``TF took_over``, then tick to the end), or
   see it finish elsewhere; resume once more and report the strips (``TF settled``).
 
 Nothing here imports the repo's own packages: the extension is the installed zip.
@@ -40,6 +41,7 @@ import bpy
 
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
 TICK_SECONDS = 0.02
+WATCH_TICKS_REPORTED = 10  # contend: the state after this many ticks of watching is printed
 
 
 def say(kind: str, value: object = "") -> None:
@@ -226,7 +228,12 @@ def contend(args: argparse.Namespace) -> int:
     say("resumed", {**ownership_state(ext, active, args.job), "report": report})
     deadline = time.monotonic() + args.timeout
     shown = None
+    ticks = 0
     while time.monotonic() < deadline:
+        active.tick()  # as the monitor does: it would place a downloaded result it owns
+        ticks += 1
+        if ticks == WATCH_TICKS_REPORTED:
+            say("ticked", ownership_state(ext, active, args.job))
         elsewhere = active.owned_elsewhere(active.views[args.job]) or ""
         if elsewhere != shown:  # what the panel would say now
             shown = elsewhere

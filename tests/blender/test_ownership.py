@@ -136,3 +136,28 @@ def test_two_unsaved_sessions_leave_a_running_job_to_its_owner(project, media):
         assert pathlib.Path(done["output_path"]).read_bytes() == media["movie"].read_bytes()
         assert sandbox.count("submit") == 1
         assert sandbox.count("download") == 1
+
+
+def test_a_result_waiting_for_its_owners_import_is_imported_once_by_the_next_owner(project, media):
+    """Downloaded but not placed by a session that is still alive: the other session, ticking as the
+    monitor does, leaves it alone; once that session is killed it imports it, without fetching it again."""
+    with Sandbox(processing_seconds=0.2) as sandbox:
+        session = project(sandbox)
+        starter = session.start(hold_import=True)  # owns the job, never ticks: never places it
+        job_id = starter.expect("job")
+        starter.expect("phase", lambda phase: phase == "downloaded")
+        other = contend(session, job_id)
+        said = other.expect("resumed")
+        assert said["phase"] == "downloaded" and said["strips"] == [], other.output()
+        other.expect("elsewhere", lambda text: f"(pid {starter.process.pid})" in text)
+        watching = other.expect("ticked")
+        assert watching["phase"] == "downloaded" and watching["strips"] == [], "not placed by a non-owner"
+        starter.kill()
+        settled = other.expect("settled")  # placed by the tick, the first to claim it once the owner is gone
+        assert other.finish() == 0, other.output()
+        assert "Traceback" not in other.stderr(), other.output()
+        assert settled["phase"] == "done", other.output()
+        [strip] = [strip for strip in settled["strips"] if strip["movie"]]
+        assert pathlib.Path(strip["filepath"]).read_bytes() == media["movie"].read_bytes()
+        assert sandbox.count("download") == 1, "a complete result is not fetched again"
+        assert sandbox.count("submit") == 1
