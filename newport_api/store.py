@@ -113,11 +113,10 @@ class JobStore:
                 os_lock = ownership.OsLock.try_acquire(self.lock_path_for(job_id))
                 if os_lock is None:
                     return False
-                try:
+                # The owner file only informs (the lock decides); one that cannot be written now
+                # (Windows refuses to replace a file another process is reading) the heartbeat writes.
+                with contextlib.suppress(OSError):
                     ownership.write_owner(self.owner_path_for(job_id), owner)
-                except BaseException:
-                    os_lock.release()
-                    raise
             self._claims[job_id] = _Claim(os_lock, owner)
             self._ensure_heartbeat()
             return True
