@@ -180,20 +180,31 @@ def worker_threads() -> list[str]:
 
 # -- resume --------------------------------------------------------------------------------------------
 
-def resume(args: argparse.Namespace) -> int:
+def open_session(args: argparse.Namespace):
+    """The enabled extension and its controller, with the saved .blend (if any) open."""
     ext = extension()
     configure(args.base_url)
     if args.blend:
         bpy.ops.wm.open_mainfile(filepath=args.blend)
     active = controller(ext)
     active.reload()
-    listed = [describe(record) for record in active.jobs_for_file(bpy.data.filepath)]
-    say("listed", {"file": bpy.data.filepath, "jobs": listed})
-    report = ""
+    return ext, active
+
+
+def run_resume() -> str:
+    """Press Resume (background mode: runs the jobs it owns to the end); the error it reports, if any."""
     try:
         bpy.ops.sequencer.talking_face_resume()
     except RuntimeError as error:  # the operator reports a failed job as an error
-        report = str(error)
+        return str(error)
+    return ""
+
+
+def resume(args: argparse.Namespace) -> int:
+    ext, active = open_session(args)
+    listed = [describe(record) for record in active.jobs_for_file(bpy.data.filepath)]
+    say("listed", {"file": bpy.data.filepath, "jobs": listed})
+    report = run_resume()
     records = {record["job_id"]: record for record in listed}
     outcome = {job_id: {**describe(active.views[job_id]), "strips": result_strips(ext, job_id)}
                for job_id in records}
@@ -201,10 +212,7 @@ def resume(args: argparse.Namespace) -> int:
     if args.blend:
         bpy.ops.wm.save_mainfile()
         bpy.ops.wm.open_mainfile(filepath=args.blend)
-        try:
-            bpy.ops.sequencer.talking_face_resume()  # nothing left to do: must import nothing again
-        except RuntimeError as error:
-            report = str(error)
+        report = run_resume()  # nothing left to do: must import nothing again
         say("reopened", {"report": report, "jobs": {job_id: {**describe(active.views[job_id]),
                                                               "strips": result_strips(ext, job_id)}
                                                      for job_id in records}})
@@ -214,12 +222,7 @@ def resume(args: argparse.Namespace) -> int:
 # -- contend -------------------------------------------------------------------------------------------
 
 def contend(args: argparse.Namespace) -> int:
-    ext = extension()
-    configure(args.base_url)
-    if args.blend:
-        bpy.ops.wm.open_mainfile(filepath=args.blend)
-    active = controller(ext)
-    active.reload()
+    ext, active = open_session(args)
     if args.go:  # both sessions resume at the same instant, so both may see the job unowned
         say("ready")
         while not os.path.exists(args.go):
@@ -251,14 +254,6 @@ def contend(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     say("timeout", ownership_state(ext, active, args.job))
     return 3
-
-
-def run_resume() -> str:
-    try:
-        bpy.ops.sequencer.talking_face_resume()  # background mode: runs an owned job to the end
-    except RuntimeError as error:  # the operator reports a failed job as an error
-        return str(error)
-    return ""
 
 
 def ownership_state(ext, active, job_id: str) -> dict:
