@@ -18,11 +18,13 @@ flushed at once, so the parent can act (SIGKILL, fault changes) the moment it re
   end), save, open the file again and count the imported strips; resume once more
   to show that nothing is imported twice.
 * ``contend``: one of two sessions on the same file (or two unsaved ones) while a job
-  runs: open it, wait for the ``--go`` file, run ``talking_face_resume()`` and report whether this session runs the
-  job or another Blender does (``TF resumed``).  Then watch the job the way the monitor
-  does (ticking the controller), printing what the panel would say (``TF elsewhere``) when
-  it changes and the state after a few ticks (``TF ticked``): take it over when its owner is gone (``TF took_over``, then tick to the end), or
-  see it finish elsewhere; resume once more and report the strips (``TF settled``).
+  runs: open it, wait for the ``--go`` file, run ``talking_face_resume()`` and report
+  whether this session runs the job or another Blender does (``TF resumed``); with
+  ``--try-cancel`` press Cancel on it (``TF cancel``).  Then watch it as the monitor does
+  (ticking the controller), printing what the panel would say when it changes
+  (``TF elsewhere``) and the state after a few ticks (``TF ticked``): take it over when
+  its owner is gone (``TF took_over``, then tick to the end), or see it finish elsewhere;
+  resume once more and report the strips (``TF settled``).
 
 Nothing here imports the repo's own packages: the extension is the installed zip.
 """
@@ -229,6 +231,8 @@ def contend(args: argparse.Namespace) -> int:
             time.sleep(0.002)
     report = run_resume()
     say("resumed", {**ownership_state(ext, active, args.job), "report": report})
+    if args.try_cancel:  # as the panel's Cancel on this job would
+        say("cancel", {"cancelled": active.cancel(args.job), "stored": active.store.load(args.job).phase.value})
     deadline = time.monotonic() + args.timeout
     shown = None
     ticks = 0
@@ -276,6 +280,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--job", default="", help="contend: the job id to watch")
     parser.add_argument("--go", default="", help="contend: resume once this file exists")
+    parser.add_argument("--try-cancel", action="store_true", help="contend: cancel the job after resuming")
     args = parser.parse_args(argv)
     assert os.environ.get("BLENDER_USER_RESOURCES"), "the parent must give each test its own user folder"
     return {"start": start, "resume": resume, "contend": contend}[args.command](args)

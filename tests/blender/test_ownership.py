@@ -23,9 +23,11 @@ media = test_recovery.media
 project = test_recovery.project
 
 
-def contend(session: Project, job_id: str, *, saved: bool = True, go: pathlib.Path | None = None) -> Child:
+def contend(session: Project, job_id: str, *, saved: bool = True, go: pathlib.Path | None = None,
+            try_cancel: bool = False) -> Child:
     args = ["contend", "--job", job_id, "--timeout", str(CHILD_SECONDS)]
     args += ["--blend", str(session.blend)] if saved else []
+    args += ["--try-cancel"] if try_cancel else []
     return session._spawn("contend", [*args, *(["--go", str(go)] if go else [])])
 
 
@@ -56,11 +58,13 @@ def two_sessions_on_a_queued_job(session: Project, sandbox: Sandbox) -> tuple[st
     return job_id, task_id, owner, other
 
 
-def assert_shown_as_running_elsewhere(other: Child, owner: Child) -> None:
+def assert_shown_as_running_elsewhere(other: Child, owner: Child, *, tried_cancel: bool = False) -> None:
     said = other.expect("resumed")
     assert said["phase"] == "queued", other.output()
     assert said["elsewhere"].startswith("Running in another Blender"), said
     assert said["strips"] == [] and said["workers"] == [], "the other session runs nothing"
+    if tried_cancel:
+        assert other.expect("cancel") == {"cancelled": False, "stored": "queued"}, "only the owner may cancel it"
     # Right after a refused claim the owner file may not name the new owner yet; soon it does.
     other.expect("elsewhere", lambda text: f"Running in another Blender (pid {owner.process.pid})" in text)
 
@@ -123,8 +127,8 @@ def test_two_unsaved_sessions_leave_a_running_job_to_its_owner(project, media):
         starter = session.start(saved=False)
         job_id = starter.expect("job")
         starter.expect("phase", lambda phase: phase == "queued")
-        other = contend(session, job_id, saved=False)
-        assert_shown_as_running_elsewhere(other, starter)
+        other = contend(session, job_id, saved=False, try_cancel=True)
+        assert_shown_as_running_elsewhere(other, starter, tried_cancel=True)
         sandbox.clear_faults()
         done = starter.expect("record")
         assert done["phase"] == "done", starter.output()
