@@ -34,7 +34,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 try:
@@ -129,7 +129,7 @@ def judge(owner: OwnerInfo, now: float | None = None) -> OwnerInfo:
 
 
 def _with_alive(owner: OwnerInfo, alive: bool) -> OwnerInfo:
-    return OwnerInfo(owner.pid, owner.host, owner.start_token, owner.claimed_at, owner.heartbeat, alive)
+    return replace(owner, alive=alive)
 
 
 # -- the files ------------------------------------------------------------------------------------------
