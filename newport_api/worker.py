@@ -11,6 +11,10 @@ Threading rules:
 * ``start``, ``cancel`` and ``shutdown`` are called from the host's thread.
   ``shutdown`` stops every job *without* cancelling it, so that its record
   keeps its phase and the next session resumes it.
+* With a store, a job runs only under its claim (``JobStore.claim``): a job
+  another process owns is not started.  The thread releases the claim when it
+  stops, except at ``DOWNLOADED``: the host keeps it until the result is placed,
+  so that no other process imports it too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable
 
 from .cancel import CancelToken, StopReason
 from .client import NewportClient
-from .jobs import JobEvent, JobRecord, JobRunner, RunnerSettings
+from .jobs import JobEvent, JobRecord, JobRunner, Phase, RunnerSettings
 from .sockets import sigpipe_blocked
 from .store import JobStore
 
@@ -38,19 +42,27 @@ class JobWorker:
         self._threads: dict[str, threading.Thread] = {}
         self._tokens: dict[str, CancelToken] = {}
 
-    def start(self, record: JobRecord, client_factory: ClientFactory | None = None) -> None:
+    def start(self, record: JobRecord, client_factory: ClientFactory | None = None) -> bool:
         """Run ``record`` in a new thread; a job already running is left alone.
 
-        The thread owns ``record`` from now on: the caller keeps its own copy
-        and learns of changes only through ``events``.
+        False when another process owns the job (nothing runs then).  The thread
+        owns ``record`` from now on: the caller keeps its own copy and learns of
+        changes only through ``events``.
         """
         if self.is_running(record.job_id):
-            return
+            return True
         factory = client_factory or self._client_factory
         if factory is None:
             raise ValueError("JobWorker.start needs a client factory")
+        if self._store is not None and not self._store.claim(record.job_id):
+            return False
         token = CancelToken()
-        client = factory(token)
+        try:
+            client = factory(token)
+        except BaseException:
+            if self._store is not None:
+                self._store.release(record.job_id)
+            raise
         runner = JobRunner(client, record, save=self._store.save if self._store else None,
                            emit=self.events.put, settings=self._settings)
         thread = threading.Thread(target=self._run, args=(runner, client), daemon=True,
@@ -58,14 +70,16 @@ class JobWorker:
         self._tokens[record.job_id] = token
         self._threads[record.job_id] = thread
         thread.start()
+        return True
 
-    @staticmethod
-    def _run(runner: JobRunner, client: NewportClient) -> None:
+    def _run(self, runner: JobRunner, client: NewportClient) -> None:
         try:
             with sigpipe_blocked():
                 runner.run()
         finally:
             client.close()
+            if self._store is not None and runner.record.phase != Phase.DOWNLOADED:
+                self._store.release(runner.record.job_id)
 
     def is_running(self, job_id: str) -> bool:
         thread = self._threads.get(job_id)

@@ -17,6 +17,8 @@ def _resume_after_load(_filepath: str = "", *_args: object) -> None:
         return  # pipelines call bpy.ops.sequencer.talking_face_resume() when they want it
     active = controller.get_controller()
     active.reload()
+    if active.jobs_owned_elsewhere():  # shown as running elsewhere, taken over if that Blender goes
+        jobs_ops.ensure_monitor()
     if active.unfinished_jobs() and job_setup.network_blocking_reason() is None:
         # Work that may start jobs waits for the next idle moment, outside the file-loading handler.
         bpy.app.timers.register(_resume_now, first_interval=0.1)

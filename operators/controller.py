@@ -13,6 +13,13 @@ Threading rules:
 
 Jobs are stored as JSON under the extension's user folder, so they outlive a
 crash or a quit; ``resume`` picks them up again.
+
+Several Blenders share that folder (two open the same .blend, or two unsaved
+sessions).  A job is run, written and imported only by the process that holds its
+claim (``JobStore.claim``): ``start``, ``run_sync``, ``resume``, ``place`` and
+``cancel`` claim first and re-read the record after claiming, since another
+process may have moved it on.  The others show ``owned_elsewhere`` and take the
+job over once its owner is gone (``take_over_abandoned``).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, N
 from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts, check_base_url
+from ..newport_api.ownership import HOST, OwnerInfo
 from ..newport_api.sockets import sigpipe_blocked
 from . import media, placement
 from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
@@ -41,6 +49,8 @@ from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry
 ADDON_PACKAGE = __package__.rpartition(".")[0]
 MAX_EVENTS_PER_TICK = 500
 MAX_IMPORTS_PER_TICK = 1
+OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far less often
+WATCH_SECONDS = 2.0  # how often the monitor checks whether another Blender left a job behind
 
 
 @dataclass(frozen=True)
@@ -77,20 +87,43 @@ class JobController:
         # Jobs stopped because online access was switched off, with what they need to go on once it is back.
         self.paused_offline: dict[str, Credentials] = {}
         self._credentials: dict[str, Credentials] = {}  # what each job of this session was started with
+        self._owners: dict[str, tuple[float, OwnerInfo | None]] = {}  # job id → (read at, owner)
+        self._watched: set[str] = set()  # jobs seen running in another Blender
+        self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
+        self._last_watch = 0.0  # when the monitor last looked for jobs another Blender left behind
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
 
     # -- starting work -----------------------------------------------------------
 
-    def start(self, record: JobRecord, credentials: Credentials) -> None:
-        """Hand a copy of ``record`` to a worker thread; returns at once."""
+    def start(self, record: JobRecord, credentials: Credentials) -> bool:
+        """Hand a copy of ``record`` to a worker thread; returns at once.
+
+        False, with nothing written, when another Blender owns the job.
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return False
         self.store.save(record)
         self.views[record.job_id] = record
         self._credentials[record.job_id] = credentials
-        self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
+        return self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
 
     def run_sync(self, record: JobRecord, credentials: Credentials,
                  log: Callable[[str], None] = print) -> JobRecord:
-        """Run a job to the end in this thread (background mode), then place its result."""
+        """Run a job to the end in this thread (background mode), then place its result.
+
+        A job another Blender owns is left alone: its record comes back unchanged.
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return record
+        try:
+            return self._run_claimed(record, credentials, log)
+        finally:
+            self.store.release(record.job_id)
+
+    def _run_claimed(self, record: JobRecord, credentials: Credentials,
+                     log: Callable[[str], None]) -> JobRecord:
         self.store.save(record)
         self.views[record.job_id] = record
         last_phase = [""]
@@ -123,7 +156,13 @@ class JobController:
     # -- preparing inputs off the main thread ---------------------------------------
 
     def prepare(self, record: JobRecord, credentials: Credentials) -> None:
-        """Carry out ``owner["prepare"]`` in a preparation thread; ``tick`` launches the job after."""
+        """Carry out ``owner["prepare"]`` in a preparation thread; ``tick`` launches the job after.
+
+        Claimed first, like a running job: another Blender on the same file must not cut it again.
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return
         record.set_phase(Phase.PENDING, "Preparing the clip")
         self.store.save(record)
         self.views[record.job_id] = record
@@ -155,6 +194,7 @@ class JobController:
         if prepared is None:
             record.fail(NewportError(failure))
             self.store.save(record)
+            self.store.release(record.job_id)
             return
         record.progress = None
         job_setup.apply_prepared(record, prepared)
@@ -211,6 +251,7 @@ class JobController:
     def tick(self) -> bool:
         """Drain worker events and import finished results.  True while any job is active."""
         changed = self._follow_online_access()
+        changed = self._watch_other_blenders() or changed
         changed = self._advance_preparations() or changed
         changed = self._drain_events() or changed
         imports = 0
@@ -264,9 +305,19 @@ class JobController:
                 self.start(record, credentials)
         return True
 
+    def _watch_other_blenders(self) -> bool:
+        """Every few seconds, take over the jobs of this file whose owning Blender has gone."""
+        now = time.monotonic()
+        if now - self._last_watch < WATCH_SECONDS or not self.watching_other_blenders():
+            return False
+        self._last_watch = now
+        if not bpy.app.online_access:
+            return False
+        return bool(self.take_over_abandoned(_missing_credentials()))
+
     def has_active_jobs(self) -> bool:
-        if self.paused_offline:
-            return True  # the monitor keeps watching for online access to come back
+        if self.paused_offline or self.watching_other_blenders():
+            return True  # the monitor keeps watching: for online access, or for another Blender to go
         if self._preparations or (self._key_check is not None and self._key_check.is_alive()):
             return True
         return any(self.is_running(record.job_id)
@@ -299,8 +350,8 @@ class JobController:
                            else f"Key accepted — {credits:g} credits left.")
 
     def pause_reason(self, record: JobRecord) -> str:
-        """Why an unfinished job of this file is not moving here ('' when it is running or finished)."""
-        if record.phase.finished or self.is_running(record.job_id) or (
+        """Why an unfinished job of this file is not moving here ('' when it is running, here or elsewhere)."""
+        if record.phase.finished or self.is_running(record.job_id) or self.owned_elsewhere(record) or (
                 record.phase == Phase.DOWNLOADED and record.job_id not in self.paused_offline):
             return ""
         if record.job_id in self.paused_offline or not bpy.app.online_access:
@@ -313,7 +364,23 @@ class JobController:
     # -- placing results ---------------------------------------------------------
 
     def place(self, record: JobRecord) -> None:
-        """Put a downloaded result on the timeline (exactly once) and mark the job done."""
+        """Put a downloaded result on the timeline (exactly once) and mark the job done.
+
+        Only the job's owner places it: a result another Blender owns, or one it
+        placed already, is left alone here (the view shows the stored record).
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return
+        stored = self.store.load(record.job_id)
+        if stored is not None and stored.phase != Phase.DOWNLOADED:  # placed or moved on elsewhere
+            self.views[record.job_id] = stored
+            self.store.release(record.job_id)
+            return
+        self._place_claimed(record)
+        self.store.release(record.job_id)  # done or failed: nothing is left to own
+
+    def _place_claimed(self, record: JobRecord) -> None:
         owner = record.owner
         scene = bpy.data.scenes.get(owner.get("scene", ""))
         try:
@@ -357,11 +424,19 @@ class JobController:
         record = self.views.get(job_id)
         if record is None or record.phase.finished:
             return False
-        # Not running in this session (e.g. waiting to be resumed): cancel its record directly.
-        record.part_path.unlink(missing_ok=True)
-        record.set_phase(Phase.CANCELLED, "Cancelled")
-        self.store.save(record)
-        return True
+        # Not running in this session (e.g. waiting to be resumed): cancel its record directly —
+        # unless another Blender runs it: only that one may write its record.
+        if not self.store.claim(job_id):
+            self._show_stored(job_id)
+            return False
+        record = self.store.load(job_id) or record
+        self.views[job_id] = record
+        if not record.phase.finished:
+            record.part_path.unlink(missing_ok=True)
+            record.set_phase(Phase.CANCELLED, "Cancelled")
+            self.store.save(record)
+        self.store.release(job_id)
+        return record.phase == Phase.CANCELLED
 
     def retry(self, job_id: str, credentials: Credentials, *, sync: bool = False,
               log: Callable[[str], None] = print) -> JobRecord | None:
@@ -375,10 +450,11 @@ class JobController:
         return record
 
     def unfinished_jobs(self, blend_file: str | None = None) -> list[JobRecord]:
+        """Jobs of the file that nothing runs: neither this Blender nor another one."""
         blend_file = bpy.data.filepath if blend_file is None else blend_file
         return [record for record in self.views.values()
                 if not record.phase.finished and not self.is_running(record.job_id)
-                and record.owner.get("blend_file", "") == blend_file]
+                and record.owner.get("blend_file", "") == blend_file and self.owned_elsewhere(record) is None]
 
     def resume(self, credentials: Credentials, *, sync: bool = False, job_id: str = "",
                log: Callable[[str], None] = print) -> list[JobRecord]:
@@ -386,8 +462,14 @@ class JobController:
         self.reload()
         resumed = []
         given = credentials
-        for record in self.unfinished_jobs():
-            if job_id and record.job_id != job_id:
+        for candidate in self.unfinished_jobs():
+            if job_id and candidate.job_id != job_id:
+                continue
+            record = self._claim_latest(candidate)
+            if record is None:
+                continue  # another Blender took it first
+            if record.phase.finished:
+                self.store.release(record.job_id)
                 continue
             credentials = _service_of(record, given)
             if record.phase == Phase.DOWNLOADED:
@@ -412,14 +494,94 @@ class JobController:
 
     def reload(self) -> None:
         """Re-read records from disk, keeping the in-memory view of jobs running here."""
+        self._owners.clear()
         for record in self.store.load_all():
             if not self.is_running(record.job_id):
                 self.views[record.job_id] = record
+                if record.phase.finished:
+                    self.store.release(record.job_id)  # e.g. a cut that failed: nothing left to own
+
+    # -- ownership across Blender processes --------------------------------------------
+
+    def _claim_latest(self, record: JobRecord) -> JobRecord | None:
+        """Claim a job and return its stored record (another process may have moved it on); None if owned."""
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return None
+        stored = self.store.load(record.job_id)
+        if stored is not None:
+            self.views[record.job_id] = stored
+        return stored or record
+
+    def _show_stored(self, job_id: str) -> None:
+        """The view of a job another process owns follows what that process writes."""
+        self._owners.pop(job_id, None)
+        self._refused[job_id] = time.monotonic()
+        stored = self.store.load(job_id)
+        if stored is not None:
+            self.views[job_id] = stored
+
+    def owner_of(self, job_id: str, *, max_age: float = OWNER_CACHE_SECONDS) -> OwnerInfo | None:
+        """Who claimed the job (``alive`` judged when read), cached for ``max_age`` seconds."""
+        now = time.monotonic()
+        cached = self._owners.get(job_id)
+        if cached is None or now - cached[0] > max_age:
+            cached = (now, self.store.owner_of(job_id))
+            self._owners[job_id] = cached
+        return cached[1]
+
+    def owned_elsewhere(self, record: JobRecord) -> str | None:
+        """For the panel: "Running in another Blender (pid N) …" while another live process owns the job."""
+        if record.phase.finished or self.is_running(record.job_id) or self.store.holds(record.job_id):
+            return None
+        owner = self.owner_of(record.job_id)
+        if (owner is None or not owner.alive) and self._claim_refused_lately(record.job_id):
+            # The lock says someone owns it: its owner file may not name it yet (a claim just made).
+            owner = self.owner_of(record.job_id, max_age=0.0)
+            if owner is None or not owner.alive:
+                return "Running in another Blender; it continues here if that Blender closes."
+        if owner is None or not owner.alive or owner.is_this_process:
+            return None
+        where = "another Blender" if owner.host == HOST else f"a Blender on {owner.host}"
+        return f"Running in {where} (pid {owner.pid}); it continues here if that Blender closes."
+
+    def _claim_refused_lately(self, job_id: str) -> bool:
+        return time.monotonic() - self._refused.get(job_id, -OWNER_CACHE_SECONDS) < OWNER_CACHE_SECONDS
+
+    def jobs_owned_elsewhere(self, blend_file: str | None = None) -> list[JobRecord]:
+        """Unfinished jobs of the file that another live Blender runs; ``take_over_abandoned`` watches them."""
+        blend_file = bpy.data.filepath if blend_file is None else blend_file
+        records = [record for record in self.views.values()
+                   if record.owner.get("blend_file", "") == blend_file and self.owned_elsewhere(record)]
+        self._watched.update(record.job_id for record in records)
+        return records
+
+    def watching_other_blenders(self) -> bool:
+        """True while a job of the file runs in another Blender: keep calling ``take_over_abandoned``."""
+        return bool(self.jobs_owned_elsewhere() or self._watched)
+
+    def take_over_abandoned(self, credentials: Credentials) -> list[JobRecord]:
+        """Resume the watched jobs whose owning Blender is gone (crashed, killed, quit).
+
+        Cheap while every owner still runs (a few small file reads); call it every few
+        seconds from the monitor while ``watching_other_blenders()``.
+        """
+        if not self._watched:
+            return []
+        self._owners.clear()  # decide on what the owner files say now
+        watched, self._watched = self._watched, set()
+        still_owned = {record.job_id for record in self.jobs_owned_elsewhere()}
+        if not watched - still_owned:
+            for job_id in still_owned:  # the panel follows the phases the owner saves
+                self.views[job_id] = self.store.load(job_id) or self.views[job_id]
+            return []
+        return self.resume(credentials)
 
     def adopt_saved_file(self, old_path: str, new_path: str) -> None:
         """A file saved for the first time (or saved as) takes its unfinished jobs along."""
         for record in self.views.values():
-            if record.owner.get("blend_file", "") != old_path or record.phase.finished:
+            if (record.owner.get("blend_file", "") != old_path or record.phase.finished
+                    or self.owned_elsewhere(record)):  # another unsaved session's job stays with it
                 continue
             record.owner["blend_file"] = new_path
             if self.is_running(record.job_id):
@@ -439,6 +601,9 @@ class JobController:
         self._preparations.clear()
         self.worker.shutdown()
         self._drain_events()
+        for job_id in self.store.claimed_ids():
+            if not self.worker.is_running(job_id):  # a thread that outlived the timeout releases its own
+                self.store.release(job_id)
 
 
 def _service_of(record: JobRecord, credentials: Credentials) -> Credentials:

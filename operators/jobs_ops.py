@@ -168,7 +168,11 @@ class SEQUENCER_OT_talking_face_cancel(JobOperator, bpy.types.Operator):
                                                       if not job.phase.finished]
         cancelled = [job_id for job_id in job_ids if controller.cancel(job_id)]
         if not cancelled:
-            self.report({"WARNING"}, "There is no running Talking Face job to cancel.")
+            elsewhere = [controller.owned_elsewhere(controller.views[job_id]) for job_id in job_ids
+                         if job_id in controller.views]
+            reason = next((sentence for sentence in elsewhere if sentence), "")
+            self.report({"WARNING"}, f"{reason} Cancel it there." if reason
+                        else "There is no running Talking Face job to cancel.")
             return {"CANCELLED"}
         ensure_monitor()
         return {"FINISHED"}

@@ -129,12 +129,16 @@ def draw_sentence(layout: bpy.types.UILayout, context: bpy.types.Context, text: 
 
 
 def draw_job(box: bpy.types.UILayout, record: JobRecord, context: bpy.types.Context) -> None:
-    paused = get_controller().pause_reason(record)
+    controller = get_controller()
+    paused = controller.pause_reason(record)
+    elsewhere = controller.owned_elsewhere(record)
     header = box.row()
     header.label(text=record.label or record.job_id[:8],
                  icon="PAUSE" if paused else PHASE_ICONS.get(record.phase, "SORTTIME"))
     header.label(text=f"{'Paused' if paused else record.phase.label} · {elapsed_text(record)}")
-    if paused:
+    if elsewhere:
+        draw_sentence(box, context, elsewhere, icon="WINDOW")
+    elif paused:
         draw_sentence(box, context, paused, icon="INFO")
     elif record.progress is not None and not record.phase.finished:
         compat.draw_progress(box, record.progress, record.message)
@@ -145,7 +149,7 @@ def draw_job(box: bpy.types.UILayout, record: JobRecord, context: bpy.types.Cont
     row = box.row(align=True)
     if paused:
         row.operator("sequencer.talking_face_resume", text="Resume", icon="PLAY").job_id = record.job_id
-    if not record.phase.finished:
+    if not record.phase.finished and not elsewhere:
         row.operator("sequencer.talking_face_cancel", text="Cancel", icon="CANCEL").job_id = record.job_id
     if record.phase in (Phase.FAILED, Phase.CANCELLED):
         row.operator("sequencer.talking_face_retry", text="Retry", icon="FILE_REFRESH").job_id = record.job_id

@@ -17,6 +17,14 @@ flushed at once, so the parent can act (SIGKILL, fault changes) the moment it re
   the jobs, run ``bpy.ops.sequencer.talking_face_resume()`` (background mode: to the
   end), save, open the file again and count the imported strips; resume once more
   to show that nothing is imported twice.
+* ``contend``: one of two sessions on the same file (or two unsaved ones) while a job
+  runs: open it, wait for the ``--go`` file, run ``talking_face_resume()`` and report
+  whether this session runs the job or another Blender does (``TF resumed``); with
+  ``--try-cancel`` press Cancel on it (``TF cancel``).  Then watch it as the monitor does
+  (ticking the controller), printing what the panel would say when it changes
+  (``TF elsewhere``) and the state after a few ticks (``TF ticked``): take it over when
+  its owner is gone (``TF took_over``, then tick to the end), or see it finish elsewhere;
+  resume once more and report the strips (``TF settled``).
 
 Nothing here imports the repo's own packages: the extension is the installed zip.
 """
@@ -35,6 +43,7 @@ import bpy
 
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
 TICK_SECONDS = 0.02
+WATCH_TICKS_REPORTED = 10  # contend: the state after this many ticks of watching is printed
 
 
 def say(kind: str, value: object = "") -> None:
@@ -175,20 +184,31 @@ def worker_threads() -> list[str]:
 
 # -- resume --------------------------------------------------------------------------------------------
 
-def resume(args: argparse.Namespace) -> int:
+def open_session(args: argparse.Namespace):
+    """The enabled extension and its controller, with the saved .blend (if any) open."""
     ext = extension()
     configure(args.base_url)
     if args.blend:
         bpy.ops.wm.open_mainfile(filepath=args.blend)
     active = controller(ext)
     active.reload()
-    listed = [describe(record) for record in active.jobs_for_file(bpy.data.filepath)]
-    say("listed", {"file": bpy.data.filepath, "jobs": listed})
-    report = ""
+    return ext, active
+
+
+def run_resume() -> str:
+    """Press Resume (background mode: runs the jobs it owns to the end); the error it reports, if any."""
     try:
         bpy.ops.sequencer.talking_face_resume()
     except RuntimeError as error:  # the operator reports a failed job as an error
-        report = str(error)
+        return str(error)
+    return ""
+
+
+def resume(args: argparse.Namespace) -> int:
+    ext, active = open_session(args)
+    listed = [describe(record) for record in active.jobs_for_file(bpy.data.filepath)]
+    say("listed", {"file": bpy.data.filepath, "jobs": listed})
+    report = run_resume()
     records = {record["job_id"]: record for record in listed}
     outcome = {job_id: {**describe(active.views[job_id]), "strips": result_strips(ext, job_id)}
                for job_id in records}
@@ -196,19 +216,61 @@ def resume(args: argparse.Namespace) -> int:
     if args.blend:
         bpy.ops.wm.save_mainfile()
         bpy.ops.wm.open_mainfile(filepath=args.blend)
-        try:
-            bpy.ops.sequencer.talking_face_resume()  # nothing left to do: must import nothing again
-        except RuntimeError as error:
-            report = str(error)
+        report = run_resume()  # nothing left to do: must import nothing again
         say("reopened", {"report": report, "jobs": {job_id: {**describe(active.views[job_id]),
                                                               "strips": result_strips(ext, job_id)}
                                                      for job_id in records}})
     return 0
 
 
+# -- contend -------------------------------------------------------------------------------------------
+
+def contend(args: argparse.Namespace) -> int:
+    ext, active = open_session(args)
+    if args.go:  # both sessions resume at the same instant, so both may see the job unowned
+        say("ready")
+        while not os.path.exists(args.go):
+            time.sleep(0.002)
+    report = run_resume()
+    say("resumed", {**ownership_state(ext, active, args.job), "report": report})
+    if args.try_cancel:  # as the panel's Cancel on this job would
+        say("cancel", {"cancelled": active.cancel(args.job), "stored": active.store.load(args.job).phase.value})
+    deadline = time.monotonic() + args.timeout
+    shown = None
+    ticks = 0
+    while time.monotonic() < deadline:
+        active.tick()  # as the monitor does: it would place a downloaded result it owns
+        ticks += 1
+        if ticks == WATCH_TICKS_REPORTED:
+            say("ticked", ownership_state(ext, active, args.job))
+        elsewhere = active.owned_elsewhere(active.views[args.job]) or ""
+        if elsewhere != shown:  # what the panel would say now
+            shown = elsewhere
+            say("elsewhere", elsewhere)
+        if active.store.load(args.job).phase.finished:
+            report = run_resume()  # nothing left to do: must import nothing here
+            say("settled", {**ownership_state(ext, active, args.job), "report": report})
+            return 0
+        active.watching_other_blenders()  # what the monitor asks on each tick
+        if active.take_over_abandoned(ext.operators.job_setup.credentials()):
+            say("took_over", ownership_state(ext, active, args.job))
+            while not active.views[args.job].phase.finished and time.monotonic() < deadline:
+                active.tick()
+                time.sleep(TICK_SECONDS)
+        time.sleep(0.1)
+    say("timeout", ownership_state(ext, active, args.job))
+    return 3
+
+
+def ownership_state(ext, active, job_id: str) -> dict:
+    record = active.views[job_id]
+    return {**describe(record), "pid": os.getpid(), "strips": result_strips(ext, job_id),
+            "elsewhere": active.owned_elsewhere(record) or "", "workers": worker_threads()}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=("start", "resume"))
+    parser.add_argument("command", choices=("start", "resume", "contend"))
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--blend", default="", help="the project file; empty: never saved")
     parser.add_argument("--movie", default="")
@@ -218,9 +280,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--at", default="", help="the phase at which --then happens")
     parser.add_argument("--then-after", type=float, default=0.0, help="seconds to wait in that phase first")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--job", default="", help="contend: the job id to watch")
+    parser.add_argument("--go", default="", help="contend: resume once this file exists")
+    parser.add_argument("--try-cancel", action="store_true", help="contend: cancel the job after resuming")
     args = parser.parse_args(argv)
     assert os.environ.get("BLENDER_USER_RESOURCES"), "the parent must give each test its own user folder"
-    return start(args) if args.command == "start" else resume(args)
+    return {"start": start, "resume": resume, "contend": contend}[args.command](args)
 
 
 if __name__ == "__main__":
