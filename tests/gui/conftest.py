@@ -151,11 +151,14 @@ class GuiBlender:
         (self.folder / "signals").mkdir(exist_ok=True)
         (self.folder / "signals" / name).touch()
 
-    def wait_signal(self, name: str, timeout: float = 120.0) -> None:
-        """Wait until the scenario says ``gui_driver.signal(name)``."""
+    def wait_signal(self, name: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+        """Wait until the scenario in ``process`` says ``gui_driver.signal(name)``."""
         marker = self.folder / "signals" / f"from-blender-{name}"
         deadline = time.monotonic() + timeout
         while not marker.exists():
+            if process.poll() is not None:
+                self.finish(process).check()
+                pytest.fail(f"Blender ended before it reached {name!r}")
             if time.monotonic() > deadline:
                 pytest.fail(f"Blender never reached {name!r}")
             time.sleep(0.05)

@@ -52,7 +52,7 @@ def test_cancel_from_the_panel(gui, sandbox, phase):
 
 def test_online_access_off_pauses_the_job_and_on_continues_it(gui, sandbox):
     session = gui.start("mid_job.py", blend=gui.project, env={"TF_GUI_MODE": "offline"})
-    gui.wait_signal("paused")
+    gui.wait_signal("paused", session)
     seen = len(sandbox.requests)
     time.sleep(4.0)  # while paused, nothing may be sent: polls would have come every 2 s
     assert len(sandbox.requests) == seen, [request.phase for request in sandbox.requests[seen:]]
