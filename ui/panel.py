@@ -115,7 +115,8 @@ def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         return
     for record in jobs[:MAX_LISTED_JOBS]:
         draw_job(layout.box(), record, context)
-    if any(not record.phase.finished for record in jobs):
+    controller = get_controller()
+    if any(not record.phase.finished and not controller.owned_elsewhere(record) for record in jobs):
         layout.operator("sequencer.talking_face_cancel", text="Cancel All", icon="CANCEL")
 
 
