@@ -94,7 +94,7 @@ class GuiBlender:
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home / "tmp"),
                 "LANG": "C.UTF-8", "BLENDER_USER_RESOURCES": str(self.user), "NEWPORT_API_KEY": API_KEY,
-                "TF_GUI_DRIVER": str(self.folder / "gui_driver.py"), "TF_GUI_BASE_URL": self.sandbox_url,
+                "TF_GUI_BASE_URL": self.sandbox_url,
                 "TF_GUI_SHOTS": str(self.folder / "shots"), "TF_GUI_SIGNALS": str(self.folder / "signals"),
                 **{key: value for key, value in os.environ.items() if key.startswith("TF_GUI_")}, **extra}
 
@@ -102,16 +102,16 @@ class GuiBlender:
               env: dict[str, str] | None = None, name: str = "") -> subprocess.Popen:
         """Start Blender with a window on ``blend`` running ``scenario`` (a file in tests/gui/scenarios)."""
         shutil.copy(HERE / "gui_driver.py", self.folder / "gui_driver.py")
-        script = self.folder / f"{Path(scenario).stem}.py"
+        script = self.folder / scenario
         shutil.copy(HERE / "scenarios" / scenario, script)
         name = name or f"{self.folder.name[:28]}/{Path(scenario).stem}-{len(self.runs)}"
         result = self.folder / f"{name.rpartition('/')[2]}.json"
         result.unlink(missing_ok=True)
         blender = ["blender", *(["--factory-startup"] if factory else []), *([str(blend)] if blend else []),
-                   "--python", str(script)]
+                   "--python", str(self.folder / "gui_driver.py")]
         command = ["chroot", str(self.root), "/usr/bin/env", "-i",
                    *(f"{key}={value}" for key, value in self.environment(
-                       {"TF_GUI_RESULT": str(result), "TF_GUI_NAME": name, **(env or {})}).items()),
+                       {"TF_GUI_RESULT": str(result), "TF_GUI_SCENARIO": str(script), **(env or {})}).items()),
                    "xvfb-run", "-a", "-s", SCREEN, *blender]
         log = (self.folder / f"{name.rpartition('/')[2]}.console.txt").open("w")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -1,7 +1,8 @@
 """Runs inside Debian's Blender with a window: steps a scenario through Blender's own event loop.
 
-A scenario script (``blender project.blend --python scenario.py``) loads this module and hands
-``run`` a generator. Each ``yield`` gives the event loop back to Blender — the window redraws,
+Blender runs this file (``blender project.blend --python gui_driver.py``); it loads the scenario
+named by ``$TF_GUI_SCENARIO`` (a file of ``scenarios/`` that does ``import gui_driver as d``) and
+steps its ``scenario()`` generator. Each ``yield`` gives the event loop back to Blender — the window redraws,
 modal operators get their TIMER events, handlers fire — exactly as between an artist's clicks:
 
 - ``yield 0.5`` waits half a second;
@@ -15,9 +16,12 @@ quits the way File ▸ Quit does; the test then checks them from the outside.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Generator
@@ -56,16 +60,6 @@ def signal(name: str) -> None:
 def received(name: str) -> bool:
     """True once the test said ``name`` (``GuiBlender.signal``)."""
     return os.path.exists(os.path.join(os.environ["TF_GUI_SIGNALS"], name))
-
-
-def load_script(name: str) -> Any:
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.environ["TF_GUI_DRIVER"]), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- the event-loop probe -------------------------------------------------------------------------
@@ -163,8 +157,6 @@ def screenshot(name: str) -> str:
 # -- the extension's state ------------------------------------------------------------------------
 
 def extension() -> Any:
-    import importlib
-
     return importlib.import_module(EXTENSION)
 
 
@@ -183,6 +175,27 @@ def phase_of(job_id: str) -> str:
 
 def monitor_running() -> bool:
     return bool(extension().operators.jobs_ops.monitor_is_alive())
+
+
+def generate(show_tab: bool = True) -> Generator[Any, None, str]:
+    """The artist's way to a job: the sidebar's tab, the sound strip, Generate. Returns the job's id."""
+    yield until(enabled, 10, "the extension to be enabled")
+    use_sandbox()
+    if show_tab:
+        yield from show_talking_face_tab()
+    choose_audio(bpy.context.scene)
+    result, elapsed = invoke("sequencer.talking_face_generate")
+    facts["generate"] = {"result": sorted(result), "ms": elapsed}
+    job_id = jobs()[-1].job_id
+    facts["job_id"] = job_id
+    return job_id
+
+
+def finish(job_id: str, what: str = "the job to be done") -> Generator[Any, None, None]:
+    """Wait for the result on the timeline, keep the job's record in the facts, save the file."""
+    yield until(lambda: phase_of(job_id) == "done", 120, what)
+    record_job(job_id)
+    bpy.ops.wm.save_mainfile()
 
 
 def use_sandbox() -> None:
@@ -250,3 +263,16 @@ def run(scenario: Generator[Any, None, None]) -> None:
 
     bpy.app.timers.register(_probe, first_interval=PROBE_SECONDS, persistent=True)
     bpy.app.timers.register(step, first_interval=0.5, persistent=True)
+
+
+def main() -> None:
+    """Load the scenario (it imports this module as ``gui_driver``) and step it."""
+    sys.modules["gui_driver"] = sys.modules[__name__]
+    spec = importlib.util.spec_from_file_location("scenario", os.environ["TF_GUI_SCENARIO"])
+    scenario = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scenario)
+    run(scenario.scenario())
+
+
+if __name__ == "__main__":
+    main()

@@ -6,14 +6,9 @@ save when the result has landed. Screenshots: Generate greyed out with its reaso
 done.
 """
 
-import importlib.util
-import os
 
 import bpy
-
-spec = importlib.util.spec_from_file_location("gui_driver", os.environ["TF_GUI_DRIVER"])
-d = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(d)
+import gui_driver as d
 
 
 def scenario():
@@ -25,21 +20,12 @@ def scenario():
     scene.talking_face.audio_source = "STRIP"
     yield 0.5
     d.screenshot("panel-idle-greyed")
-    d.choose_audio(scene)
-    yield 0.5
-    result, elapsed = d.invoke("sequencer.talking_face_generate")
-    d.facts["generate"] = {"result": sorted(result), "ms": elapsed}
-    job_id = d.jobs()[-1].job_id
-    d.facts["job_id"] = job_id
+    job_id = yield from d.generate(show_tab=False)
     yield d.until(d.monitor_running, 5, "the monitor to tick")
     yield d.until(lambda: d.phase_of(job_id) in ("processing", "done"), 120, "the job to be processing")
     d.screenshot("panel-running")
-    yield d.until(lambda: d.phase_of(job_id) == "done", 120, "the job to be done")
+    yield from d.finish(job_id)
     yield 0.5
     d.screenshot("panel-done")
-    d.record_job(job_id)
-    bpy.ops.wm.save_mainfile()
     yield d.until(lambda: not d.monitor_running(), 10, "the monitor to stop once nothing is running")
 
-
-d.run(scenario())

@@ -1,14 +1,10 @@
 """First start with a window: Install from Disk, enable, allow online access, save the preferences;
 then build the project every other scenario copies: a trimmed movie strip and a sound strip."""
 
-import importlib.util
 import os
 
 import bpy
-
-spec = importlib.util.spec_from_file_location("gui_driver", os.environ["TF_GUI_DRIVER"])
-d = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(d)
+import gui_driver as d
 
 TRIM = 10
 SOUND_TRIM = 3
@@ -45,5 +41,3 @@ def scenario():
     bpy.ops.file.make_paths_relative()
     bpy.ops.wm.save_mainfile()
 
-
-d.run(scenario())

@@ -12,33 +12,22 @@
 - ``tick_error``: one tick of the monitor raises; the panel says so and the job still lands.
 """
 
-import importlib.util
 import os
 
 import bpy
+import gui_driver as d
 
-spec = importlib.util.spec_from_file_location("gui_driver", os.environ["TF_GUI_DRIVER"])
-d = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(d)
 MODE = os.environ["TF_GUI_MODE"]
 PHASE = os.environ.get("TF_GUI_PHASE", "processing")
 
 
 def wait_until_done(job_id):
     yield d.until(d.monitor_running, 5, "the monitor to run again")
-    yield d.until(lambda: d.phase_of(job_id) == "done", 120, "the job to be done")
-    d.record_job(job_id)
-    bpy.ops.wm.save_mainfile()
+    yield from d.finish(job_id)
 
 
 def scenario():
-    yield d.until(d.enabled, 10, "the extension to be enabled")
-    d.use_sandbox()
-    yield from d.show_talking_face_tab()
-    d.choose_audio(bpy.context.scene)
-    d.invoke("sequencer.talking_face_generate")
-    job_id = d.jobs()[-1].job_id
-    d.facts["job_id"] = job_id
+    job_id = yield from d.generate()
     yield d.until(lambda: d.phase_of(job_id) == PHASE, 120, f"the job to be {PHASE}")
     d.signal(PHASE)
     if MODE == "quit":
@@ -99,5 +88,3 @@ def scenario():
         bpy.context.preferences.system.use_online_access = True
         yield from wait_until_done(job_id)
 
-
-d.run(scenario())

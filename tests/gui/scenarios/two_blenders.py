@@ -5,22 +5,13 @@ Blender); ``TF_GUI_ROLE=watcher`` opens the same file meanwhile: it must show th
 in the other Blender, never run it too, and take it over once that Blender is gone.
 """
 
-import importlib.util
 import os
 
-import bpy
-
-spec = importlib.util.spec_from_file_location("gui_driver", os.environ["TF_GUI_DRIVER"])
-d = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(d)
+import gui_driver as d
 
 
 def owner():
-    d.use_sandbox()
-    d.choose_audio(bpy.context.scene)
-    d.invoke("sequencer.talking_face_generate")
-    job_id = d.jobs()[-1].job_id
-    d.facts["job_id"] = job_id
+    job_id = yield from d.generate(show_tab=False)
     os.makedirs(os.environ["TF_GUI_SIGNALS"], exist_ok=True)
     with open(os.path.join(os.environ["TF_GUI_SIGNALS"], "job_id"), "w") as out:
         out.write(job_id)
@@ -42,14 +33,10 @@ def watcher():
     yield 0.5
     d.screenshot("panel-elsewhere")
     d.signal("watcher-sees")
-    yield d.until(lambda: d.phase_of(job_id) == "done", 120, "the job to be taken over and done")
-    d.record_job(job_id)
-    bpy.ops.wm.save_mainfile()
+    yield from d.finish(job_id, "the job to be taken over and done")
 
 
 def scenario():
     yield d.until(d.enabled, 10, "the extension to be enabled")
     yield from (owner() if os.environ["TF_GUI_ROLE"] == "owner" else watcher())
 
-
-d.run(scenario())
