@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -208,6 +209,10 @@ def build(bpy_version: str, output_dir: Path) -> Path:
         raise DevError(f"blender_ext.py build made no {zip_path}")
     say(f"build: blender_ext.py validate {rel(zip_path)}")
     run_checked([python, cli, "validate", str(zip_path)], "blender_ext.py validate")
+    with zipfile.ZipFile(zip_path) as archive:
+        files = [info for info in archive.infolist() if not info.is_dir()]
+    say(f"build: {rel(zip_path)}: {len(files)} files, {zip_path.stat().st_size / 1024:.0f} KiB "
+        f"({sum(info.file_size for info in files) / 1024:.0f} KiB unpacked)")
     return zip_path
 
 

@@ -6,7 +6,6 @@ driven here by calling the controller's ``tick()`` the way the modal timer does.
 
 from __future__ import annotations
 
-import importlib
 import pathlib
 import sys
 import time
@@ -15,6 +14,8 @@ from types import ModuleType
 import bpy
 import pytest
 import sample_media
+
+from newport_api.sandbox import Sandbox  # the source tree's: the artist's zip has no sandbox
 
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
 API_KEY = "sk-workflow-test-7f3a9c1e5b"
@@ -34,8 +35,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture
 def sandbox(extension: ModuleType):
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    with sandbox_module.Sandbox(processing_seconds=0.2, queued_seconds=0.05) as server:
+    with Sandbox(processing_seconds=0.2, queued_seconds=0.05) as server:
         yield server
 
 
@@ -278,8 +278,7 @@ def test_several_jobs_run_at_once_and_each_lands_once(extension, scene, sandbox)
 
 
 def test_cancel_while_processing(extension, scene, prefs):
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    with sandbox_module.Sandbox(processing_seconds=60) as slow:
+    with Sandbox(processing_seconds=60) as slow:
         prefs.base_url = slow.base_url
         assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
         job_id = newest_job(extension).job_id
@@ -334,8 +333,7 @@ def test_the_estimate_is_what_the_sent_inputs_cost(extension, scene, sandbox, sp
 
 
 def test_a_balance_too_low_is_refused_before_any_upload(extension, scene, prefs):
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    with sandbox_module.Sandbox(credits=0.5) as poor:
+    with Sandbox(credits=0.5) as poor:
         prefs.base_url = poor.base_url
         with pytest.raises(RuntimeError, match="top up"):
             bpy.ops.sequencer.talking_face_generate()
