@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_media import FFMPEG, NO_FFMPEG, write_movie, write_tone
 from conftest import API_KEY, env_with_key
 
 from newport_api.sandbox import Sandbox
 
-FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(not FFMPEG, reason="ffmpeg is needed to make real test media")
+needs_ffmpeg = pytest.mark.skipif(not FFMPEG, reason=NO_FFMPEG)
 WAIT_SECONDS = 60.0
 
 
@@ -32,23 +31,15 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 90) -> subprocess.
                           text=True, timeout=timeout, check=False)
 
 
-def ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", *args], check=True, stdin=subprocess.DEVNULL)
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if not FFMPEG:
-        pytest.skip("ffmpeg is needed to make real test media")
+        pytest.skip(NO_FFMPEG)
     folder = tmp_path_factory.mktemp("cli_media")
-    movie, speech = folder / "take one.mp4", folder / "line.wav"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1", "-f", "lavfi",
-           "-i", "sine=frequency=440:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
-           "-shortest", str(movie))
-    ffmpeg("-f", "lavfi", "-i", "sine=frequency=220:duration=1.5", str(speech))
     (folder / "notes.txt").write_text("not a video, just words\n" * 40)
     (folder / "empty.wav").write_bytes(b"")
-    return {"video": movie, "audio": speech, "text": folder / "notes.txt", "empty": folder / "empty.wav"}
+    return {"video": write_movie(folder / "take one.mp4"), "audio": write_tone(folder / "line.wav", 1.5),
+            "text": folder / "notes.txt", "empty": folder / "empty.wav"}
 
 
 @pytest.fixture
