@@ -220,6 +220,25 @@ def test_ctrl_c_after_the_submit_then_the_same_command_submits_once(media, tmp_p
 
 
 @needs_ffmpeg
+def test_ctrl_c_while_uploading_then_the_same_command_finishes_the_job(sandbox, media, tmp_path, env):
+    sandbox.inject("storage", "slow", None, bytes_per_second=8_000)  # the movie takes seconds to upload
+    out = tmp_path / "late.mp4"
+    command = [sys.executable, "-m", "newport_api", "--base-url", sandbox.base_url, *job_args(media, out)]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: sandbox.count("storage") == 1 or first.poll() is not None, "the upload to start")
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=WAIT_SECONDS)
+    assert first.returncode == 130, stderr
+    assert "before the job was submitted; nothing was paid" in stderr
+    assert submits(sandbox) == 0 and not out.exists()
+    sandbox.clear_faults()
+    again = run_cli(*command[3:], env=env)
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == media["video"].read_bytes()
+    assert submits(sandbox) == 1
+
+
+@needs_ffmpeg
 def test_a_submit_of_unknown_fate_is_not_sent_again_without_resubmit(sandbox, media, tmp_path, env):
     sandbox.inject("submit", "reset_mid_body")  # the task is made, its answer lost on the way back
     out = tmp_path / "uncertain.mp4"
@@ -257,9 +276,11 @@ def test_status_and_download_of_a_task(sandbox, media, tmp_path, env):
 def test_a_failed_task_is_one_line_and_exit_3(sandbox, media, tmp_path, env):
     sandbox.inject("poll", "task_failed", reason="No face was detected")
     out = tmp_path / "out.mp4"
-    result = run_cli("--base-url", sandbox.base_url, *job_args(media, out), env=env)
+    result = run_cli("--base-url", sandbox.base_url, *job_args(media, out), "--json", env=env)
     assert result.returncode == 3
     assert result.stderr.strip().splitlines()[-1].startswith("error: Newport AI could not make this clip")
+    final = json_lines(result.stdout)[-1]
+    assert (final["event"], final["exit_code"], final["kind"]) == ("error", 3, "task_failed")
     assert "Retry" not in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not (tmp_path / "out.mp4.part").exists()
 
