@@ -330,32 +330,54 @@ def job_lock(store: JobStore, key: str) -> Iterator[None]:
 
 
 def run_until_stopped(runner: JobRunner, out: Reporter) -> None:
-    """Run the job in a worker thread so Ctrl-C can stop it at a point where it resumes cleanly."""
-    worker = threading.Thread(target=runner.run, name="talking-face-job", daemon=True)
-    worker.start()
+    """Run the job in a worker thread so Ctrl-C can stop it at a point where it resumes cleanly.
+
+    The main thread waits on an Event, not on ``Thread.join``: a KeyboardInterrupt inside
+    ``join`` marks a running thread as stopped on CPython 3.11, after which the process
+    would exit before the job saved its task id.
+    """
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            runner.run()
+        finally:
+            finished.set()
+
+    threading.Thread(target=work, name="talking-face-job", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not finished.wait(0.2):
+            pass
     except KeyboardInterrupt:
-        stop_job(runner, worker, out)
+        stop_job(runner, finished, out)
 
 
-def stop_job(runner: JobRunner, worker: threading.Thread, out: Reporter) -> None:
+def stop_job(runner: JobRunner, finished: threading.Event, out: Reporter) -> None:
     record = runner.record
     if record.phase == Phase.SUBMITTING and record.submit_started_at and not record.task_id:
         # Stopping now would leave a submit of unknown fate; the answer takes a moment.
         out.note("Waiting for Newport AI to confirm the submit (Ctrl-C again to stop at once)…")
         with contextlib.suppress(KeyboardInterrupt):
-            while worker.is_alive() and record.phase == Phase.SUBMITTING:
-                worker.join(0.1)
-    runner.cancel.cancel(StopReason.SHUTDOWN)  # the runner saves the phase it is in
-    worker.join()
+            while not finished.is_set() and record.phase == Phase.SUBMITTING:
+                finished.wait(0.1)
+    runner.cancel.cancel(StopReason.SHUTDOWN)  # the runner saves the phase it is in, then returns
+    wait_through_interrupts(finished)
     out.finish_progress()
     if record.task_id:
         raise Interrupted(f"Interrupted; task {record.task_id} goes on at Newport AI — run the same command "
                           "again to continue it (it is not paid again).")
     raise Interrupted("Interrupted before the job was submitted; nothing was paid — run the same command "
                       "again to continue.")
+
+
+def wait_through_interrupts(finished: threading.Event) -> None:
+    """Wait for the cancelled job to save itself (a moment: its sockets were shut); Ctrl-C cannot skip it."""
+    while True:
+        try:
+            if finished.wait(0.2):
+                return
+        except KeyboardInterrupt:
+            continue
 
 
 def report_failure(record: JobRecord, client: NewportClient, out: Reporter) -> int:
