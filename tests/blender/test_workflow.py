@@ -293,6 +293,9 @@ def test_cancel_while_processing(extension, scene, prefs):
 def test_check_key_reports_the_balance_or_the_rejection(extension, prefs, sandbox):
     assert bpy.ops.sequencer.talking_face_check_key() == {"FINISHED"}
     assert controller(extension).key_status == "Key accepted — 1000 credits left."
+    sandbox.inject("credits", "html", status=404)  # no balance endpoint: nobody looked at the key
+    bpy.ops.sequencer.talking_face_check_key()
+    assert controller(extension).key_status.startswith("Not checked")
     prefs.api_key = "not-a-key"
     bpy.ops.sequencer.talking_face_check_key()
     assert "rejected" in controller(extension).key_status
