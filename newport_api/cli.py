@@ -164,13 +164,13 @@ def run_command(args: argparse.Namespace, out: Reporter) -> int:
         plan = plan_download(args, base_url)
     else:
         plan = None
+    store = checked_store(args.state_dir) if plan else None
     with NewportClient(api_key, base_url, ca_bundle=ca_bundle, cancel=CancelToken()) as client:
         if args.command == "credits":
             return show_credits(client, out)
         if args.command == "status":
             return show_status(client, args.task_id, out)
-        assert plan is not None
-        store = JobStore(Path(args.state_dir).expanduser() if args.state_dir else default_state_dir())
+        assert plan is not None and store is not None
         return run_plan(client, plan, store, args, out)
 
 
@@ -187,6 +187,19 @@ def checked_ca_bundle(ca_bundle: str | None) -> str | None:
         return check_ca_bundle(ca_bundle)
     except errors.ConfigurationError:
         raise Refusal(f"--ca-bundle {ca_bundle}: no such file or folder — check the path.") from None
+
+
+def checked_store(state_dir: str | None) -> JobStore:
+    folder = Path(state_dir).expanduser() if state_dir else default_state_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise Refusal(f"The state folder {folder} cannot be written — choose another with --state-dir "
+                      f"or {STATE_DIR_ENV}.")
+    return JobStore(folder)
 
 
 def checked_task_id(task_id: str) -> str:
@@ -315,7 +328,6 @@ def job_lock(store: JobStore, key: str) -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks here; the record still prevents a second submit later
         yield
         return
-    store.directory.mkdir(parents=True, exist_ok=True)
     lock_path = store.directory / f"{key}.lock"
     with open(lock_path, "a+") as handle:
         try:

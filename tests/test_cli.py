@@ -134,6 +134,7 @@ def refusal_cases(media: dict[str, Path], tmp_path: Path) -> dict[str, list[str]
         "output in a missing folder": job_args(media, tmp_path / "missing" / "o.mp4"),
         "bad task id": ["download", "../../etc", "-o", str(tmp_path / "o.mp4")],
         "download over an existing file": ["download", "abc123", "-o", str(existing)],
+        "state folder is a file": ["--state-dir", str(existing), *job_args(media, tmp_path / "o.mp4")],
     }
 
 
