@@ -34,10 +34,10 @@ from typing import Any, TextIO
 
 from . import errors
 from .cancel import CancelToken, StopReason
-from .cli_checks import MediaFacts, Refusal, check_input, check_output, check_positive, check_size, is_url
+from .cli_checks import MediaFacts, Refusal, check_input, check_output, check_positive, check_size
 from .client import NewportClient
 from .http import check_base_url, check_ca_bundle
-from .jobs import JobEvent, JobRecord, JobRunner, Phase, RunnerSettings
+from .jobs import JobEvent, JobRecord, JobRunner, Phase, RunnerSettings, is_url
 from .models import DEFAULT_BASE_URL, TaskInfo, TaskStatus, estimate_credits
 from .store import JobStore
 

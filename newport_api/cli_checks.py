@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .jobs import is_url
+
 MAX_SIZE = 4096  # the largest output width or height accepted (as in the extension's panel)
 SNIFF_BYTES = 4096
 FFPROBE_SECONDS = 30.0
@@ -25,8 +27,6 @@ AUDIO_BRANDS = (b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ")
 NOT_MOVIE_FORMATS = frozenset({"tty", "image2", "apng", "gif", "webp"})
 TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 AUDIO_SUFFIXES = (".m4a", ".m4b", ".aac", ".mka", ".oga", ".ogg", ".opus", ".weba")
-
-
 PROBE_ENTRIES = "format=format_name,duration:stream=codec_type,codec_name,avg_frame_rate:stream_disposition=attached_pic"
 
 
@@ -40,10 +40,6 @@ class MediaFacts:
     duration: float | None = None  # seconds, when ffprobe could tell
     fps: float | None = None
     source: str = "sniffing"  # "ffprobe" or "sniffing": how it was recognised
-
-
-def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
 
 
 def check_input(flag: str, source: str, wanted: str) -> MediaFacts | None:
