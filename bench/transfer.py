@@ -5,6 +5,9 @@ Both talk to the same sandbox (running in the orchestrator's process) in the sam
 * upload: ours is ``NewportClient.upload_file`` (get_policy, the multipart POST to the
   storage host, policy_upload_finish); curl is ``curl -F`` of the same policy fields,
   file last, to the same storage host (its policy is fetched beforehand, untimed).
+* upload to a discard sink (``sink.py``): the storage POST alone, ours
+  (``NewportClient._post_to_storage``) vs ``curl -F`` of the same fields, to a raw-socket
+  server that only counts the bytes: neither side is held back by the sandbox's parser.
 * download: ours is ``NewportClient.download`` of the stored object's signed URL
   (streamed to ``.part``, fsynced, renamed); curl is ``curl -o`` of the same URL.
 
@@ -49,7 +52,10 @@ from common import (
     say,
     settle_disk,
 )
+from sink import DiscardSink
 
+# The storage POST's form fields, the same for curl and ours against the sink (which reads none of them).
+SINK_FIELDS = {"policy": "bench-policy", "OSSAccessKeyId": "bench-access-id", "signature": "bench-signature"}
 GOAL_RATIO = 1.0
 GOAL_GROWTH = 64 * MIB
 WHAT_IF_CHUNK = 256 * 1024
@@ -98,6 +104,17 @@ class OursChild:
     def upload(self, path: str) -> dict[str, Any]:
         return self.measured(lambda: self.client.upload_file(path).url)
 
+    def upload_to_sink(self, path: str, sink_url: str) -> dict[str, Any]:
+        """The storage POST alone (the multipart body streamed from disk), to the discard sink."""
+        from newport_api.models import UploadPolicy
+
+        policy = UploadPolicy(access_id=SINK_FIELDS["OSSAccessKeyId"], policy=SINK_FIELDS["policy"],
+                              signature=SINK_FIELDS["signature"], dir="bench/", host=sink_url, expire=0.0,
+                              callback="", req_id="")
+        source = Path(path)
+        size = source.stat().st_size
+        return self.measured(lambda: self.client._post_to_storage(policy, source, size, None))
+
     def download(self, url: str, dest: str, chunk_size: int = 0) -> dict[str, Any]:
         if chunk_size:
             self.client_module.CHUNK_SIZE = chunk_size  # the what-if: this process only
@@ -108,7 +125,7 @@ def child_main(base_url: str) -> int:
     from common import serve_requests
 
     ours = OursChild(base_url)
-    serve_requests({"upload": ours.upload, "download": ours.download})
+    serve_requests({"upload": ours.upload, "download": ours.download, "upload_to_sink": ours.upload_to_sink})
     return 0
 
 
@@ -138,6 +155,18 @@ def curl_upload(base_url: str, path: Path) -> tuple[Timed, str]:
     return timed, str(answer["data"]["reqId"])
 
 
+def curl_upload_to_sink(sink_url: str, path: Path) -> float:
+    """``curl -F`` of the same fields as ours, file last, to the discard sink."""
+    fields = {"key": f"bench/curl{path.suffix}", **SINK_FIELDS, "success_action_status": "200"}
+    form = [item for name, value in fields.items() for item in ("-F", f"{name}={value}")]
+    shown = " ".join(f"-F {name}=…" for name in fields)
+    label = f"{CURL_SHOWN} -o - {shown} -F file=@{display_command([path])} $SINK"
+    timed = run_timed([*CURL, "-o", "-", *form, "-F", f"file=@{path}", sink_url], label=label)
+    if '"code": 0' not in timed.output:
+        raise BenchError(f"curl's upload to the sink failed: {timed.output[:300]}")
+    return timed.seconds
+
+
 def stored_url(base_url: str, req_id: str) -> str:
     """The signed URL of an object curl uploaded (policy_upload_finish, as the client does)."""
     from newport_api import NewportClient
@@ -157,6 +186,8 @@ class Transfers:
     curl_down: list[float]
     ours_down: list[dict[str, Any]]
     what_if_down: list[dict[str, Any]]
+    curl_sink: list[float]
+    ours_sink: list[dict[str, Any]]
 
 
 class TransferBench:
@@ -223,7 +254,19 @@ class TransferBench:
         what_ifs = [self.ours_download(url, WHAT_IF_CHUNK) for _ in range(2 if what_if else 0)]
         ours_down.append(self.ours_download(url))
         curl_down.append(self.curl_download(url))
-        return Transfers(curl_up, ours_up, curl_down, ours_down, what_ifs)
+        curl_sink, ours_sink = self.run_sink()
+        return Transfers(curl_up, ours_up, curl_down, ours_down, what_ifs, curl_sink, ours_sink)
+
+    def run_sink(self) -> tuple[list[float], list[dict[str, Any]]]:
+        """1 GiB up to a sink that only counts bytes, curl and ours alternating (curl, ours, ours, curl)."""
+        with DiscardSink() as sink:
+            say(f"transfer: 1 GiB up to a discard sink, curl and ours alternating ({sink.url})")
+            curl = [curl_upload_to_sink(sink.url, self.data_file)]
+            ours = [self.ours("upload_to_sink", path=str(self.data_file), sink_url=sink.url) for _ in range(2)]
+            curl.append(curl_upload_to_sink(sink.url, self.data_file))
+            if len(sink.bodies) != 4 or min(sink.bodies) < self.size:
+                raise BenchError(f"the sink received bodies of {sink.bodies} bytes, expected 4 over {self.size}")
+        return curl, ours
 
 
 def warm_page_cache(path: Path) -> None:
@@ -254,9 +297,10 @@ def speed_row(what: str, size: int, ours: list[dict[str, Any]], curl: list[float
 
 
 def rows(results: Transfers, size: int) -> list[Row]:
-    growth = max(run["growth"] for run in results.ours_up + results.ours_down)
+    growth = max(run["growth"] for run in results.ours_up + results.ours_down + results.ours_sink)
     rows = [
         speed_row("upload", size, results.ours_up, results.curl_up),
+        speed_row("upload to a discard sink (storage POST only)", size, results.ours_sink, results.curl_sink),
         speed_row("download", size, results.ours_down, results.curl_down),
         Row("2. peak memory growth, 1 GiB up and down",
             f"+{growth / MIB:.1f} MiB (peak VmHWM over VmRSS before)", "— (an absolute goal)", "—",

@@ -2,7 +2,8 @@
 
 Everything under this package runs without Blender: the HTTP client, the
 storage upload, the job state machine, the job store, the worker thread, the
-local sandbox server and the command line.
+local sandbox server and the command line (those two run from the source tree only:
+the extension's zip leaves them out).
 """
 
 from .cancel import CancelToken, StopReason

@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -166,23 +167,27 @@ class NewportClient:
         return TaskInfo.parse(task_id, data)
 
     def remaining_credits(self) -> float | None:
-        """The account's balance, or None when the service does not say.
+        """The account's balance, or None when the service does not say."""
+        return self.balance().credits
 
-        The endpoint is undocumented: its absence is "unknown", not an error.
-        A rejected key still raises, so this doubles as a key check.
+    def balance(self) -> Balance:
+        """What the credits endpoint confirms: the key (an answer at all) and maybe the balance.
+
+        The endpoint is undocumented: its absence (404) is "unknown", not an
+        error, and confirms nothing about the key.  A rejected key raises.
         """
         try:
             data = self.transport.call_api("/api/remaining_credits", form={})
         except errors.ProtocolError as error:
             if error.http_status == 404:
-                return None
+                return Balance(confirmed=False, credits=None)
             raise
         if isinstance(data, dict):
             data = data.get("available_credits", data.get("credits"))
         try:
-            return float(data)
+            return Balance(confirmed=True, credits=float(data))
         except (TypeError, ValueError):
-            return None
+            return Balance(confirmed=True, credits=None)
 
     # -- download -------------------------------------------------------------
 
@@ -259,6 +264,12 @@ class NewportClient:
             part.unlink(missing_ok=True)
             raise errors.ServiceUnavailableError(MSG_DOWNLOAD_NOT_VIDEO, detail="the result is empty",
                                                  http_status=response.status_code)
+
+
+@dataclass(frozen=True)
+class Balance:
+    confirmed: bool  # the service answered for this key (a missing endpoint confirms nothing)
+    credits: float | None  # None: not reported
 
 
 class _Final(Exception):

@@ -342,12 +342,17 @@ class JobController:
         # Runs in its own thread: it only ever replaces one string, never touches bpy.
         try:
             with credentials.make_client() as client, sigpipe_blocked():
-                credits = client.remaining_credits()
+                balance = client.balance()
         except NewportError as error:
             self.key_status = str(error)
             return
-        self.key_status = ("Key accepted (the service did not report a balance)." if credits is None
-                           else f"Key accepted — {credits:g} credits left.")
+        if not balance.confirmed:  # e.g. a 404: nobody looked at the key
+            self.key_status = ("Not checked: this server does not offer the balance check, "
+                               "so the key is tested by the first job.")
+        elif balance.credits is None:
+            self.key_status = "Key accepted (the service did not report a balance)."
+        else:
+            self.key_status = f"Key accepted — {balance.credits:g} credits left."
 
     def pause_reason(self, record: JobRecord) -> str:
         """Why an unfinished job of this file is not moving here ('' when it is running, here or elsewhere)."""

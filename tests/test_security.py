@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cli_media import FFMPEG, NO_FFMPEG, write_movie, write_tone
 from conftest import API_KEY, FAST_RETRY, assert_no_key_anywhere, env_with_key
 
 from newport_api import JobRecord, JobRunner, JobStore, NewportClient, Phase, RunnerSettings, errors
@@ -174,24 +175,28 @@ def test_an_error_message_echoing_the_key_is_redacted_everywhere(sandbox, audio_
     assert API_KEY not in repr(client) and API_KEY not in repr(client.transport)
 
 
-def test_the_cli_never_prints_the_key(sandbox, video_file, audio_file, tmp_path):
+@pytest.mark.skipif(not FFMPEG, reason=NO_FFMPEG)
+def test_the_cli_never_prints_the_key(sandbox, tmp_path):
+    video, audio = write_movie(tmp_path / "take.mp4"), write_tone(tmp_path / "line.wav", 1.0)  # pass the preflight
     runs = [
         (lambda: sandbox.inject("poll", "task_failed", reason=f"echo {API_KEY}"),
-         ["--base-url", sandbox.base_url, "talking-face", "--video", str(video_file), "--audio",
-          str(audio_file), "-o", str(tmp_path / "a.mp4")], 1, b"<api key>"),
+         ["--base-url", sandbox.base_url, "talking-face", "--video", str(video), "--audio",
+          str(audio), "-o", str(tmp_path / "a.mp4")], 3, b"<api key>"),
         (lambda: sandbox.inject("credits", "code", code=13006, message=f"{API_KEY} is invalid"),
-         ["--base-url", sandbox.base_url, "credits"], 1, b"API key was rejected"),
+         ["--base-url", sandbox.base_url, "credits"], 3, b"rejected the API key in NEWPORT_API_KEY"),
         (None, ["--base-url", sandbox.base_url, "--ca-bundle", str(tmp_path / "missing.pem"), "credits"], 2,
-         b"The CA bundle"),
+         b"--ca-bundle"),
     ]
+    env = env_with_key(TALKING_FACE_STATE_DIR=str(tmp_path / "state"))
     for prepare, arguments, exit_status, said in runs:
         if prepare:
             prepare()
-        result = subprocess.run([sys.executable, "-m", "newport_api", *arguments], env=env_with_key(),
+        result = subprocess.run([sys.executable, "-m", "newport_api", *arguments], env=env,
                                 capture_output=True, timeout=60, check=False, cwd=tmp_path)
         assert KEY_BYTES not in result.stdout + result.stderr, arguments
         assert b"Traceback" not in result.stderr, result.stderr.decode()
         assert result.returncode == exit_status and said in result.stderr, result.stderr.decode()
+    assert KEY_BYTES not in b"".join(path.read_bytes() for path in (tmp_path / "state").rglob("*") if path.is_file())
 
 
 def test_storage_and_cdn_never_see_the_key_in_a_job_with_faults(sandbox, video_file, audio_file, tmp_path):

@@ -10,6 +10,7 @@ spends real credits).
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import pathlib
@@ -23,8 +24,11 @@ OUTPUT = REPO_ROOT / "demo_output"
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
 SANDBOX_KEY = "sk-sandbox-demo"
 
-# A throw-away Blender user folder: the demo never touches your own Blender set-up.
-os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="talking_face_demo_user_")
+# A throw-away Blender user folder: the demo never touches your own Blender set-up, and removes it
+# at exit (registered before bpy's own exit handlers, so it runs after them: atexit is LIFO).
+USER_RESOURCES = tempfile.mkdtemp(prefix="talking_face_demo_user_")
+os.environ["BLENDER_USER_RESOURCES"] = USER_RESOURCES
+atexit.register(shutil.rmtree, USER_RESOURCES, ignore_errors=True)
 
 import bpy  # after the environment above: bpy reads it on import
 
@@ -53,8 +57,10 @@ def service(stack: ExitStack) -> tuple[str, str]:
     if base_url and key:
         print(f"Using the service at {base_url}")
         return base_url, key
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    sandbox = stack.enter_context(sandbox_module.Sandbox(processing_seconds=3.0, queued_seconds=1.0))
+    sys.path.insert(0, str(REPO_ROOT))  # the sandbox comes from the source tree: the zip has none
+    from newport_api.sandbox import Sandbox
+
+    sandbox = stack.enter_context(Sandbox(processing_seconds=3.0, queued_seconds=1.0))
     print(f"Using the local sandbox at {sandbox.base_url} (its result is the source video, unchanged)")
     return sandbox.base_url, SANDBOX_KEY
 

@@ -3,6 +3,7 @@
 
     python3 tools/dev.py setup [--bpy VER ...]   create .venvs/dev and .venvs/bpy-<VER>
     python3 tools/dev.py build [--bpy VER]       build + validate the extension zip (dist/)
+    python3 tools/dev.py repo OUTDIR [--bpy VER] a static extension repository (index.json + zip)
     python3 tools/dev.py test  [--quick] [-k EX] [--no-gui | --gui-only]
                                                  ruff, bpy-free tests, Blender tests per version, GUI lane
     python3 tools/dev.py demo  [ARGS ...]        run tools/demo.py in the newest Blender
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -191,24 +193,56 @@ def blender_ext_cli(bpy_version: str) -> Path:
     return cli
 
 
-def expected_zip_name() -> str:
-    manifest = tomllib.loads((REPO_ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))
+def read_manifest(source_dir: Path = REPO_ROOT) -> dict:
+    return tomllib.loads((source_dir / "blender_manifest.toml").read_text(encoding="utf-8"))
+
+
+def expected_zip_name(source_dir: Path = REPO_ROOT) -> str:
+    manifest = read_manifest(source_dir)
     return f"{manifest['id']}-{manifest['version']}.zip"
 
 
-def build(bpy_version: str, output_dir: Path) -> Path:
+def build(bpy_version: str, output_dir: Path, source_dir: Path = REPO_ROOT) -> Path:
     """Build the zip with Blender's own tool, validate it with the same tool, return its path."""
     python = str(venv_python(venv_dir(bpy_venv_name(bpy_version))))
     cli = str(blender_ext_cli(bpy_version))
     output_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = output_dir / expected_zip_name()
+    zip_path = output_dir / expected_zip_name(source_dir)
     say(f"build: blender_ext.py build (Blender {bpy_version}) -> {rel(output_dir)}")
-    run_checked([python, cli, "build", "--source-dir", str(REPO_ROOT), "--output-dir", str(output_dir)],
+    run_checked([python, cli, "build", "--source-dir", str(source_dir), "--output-dir", str(output_dir)],
                 "blender_ext.py build")
     if not zip_path.is_file():
         raise DevError(f"blender_ext.py build made no {zip_path}")
     say(f"build: blender_ext.py validate {rel(zip_path)}")
     run_checked([python, cli, "validate", str(zip_path)], "blender_ext.py validate")
+    with zipfile.ZipFile(zip_path) as archive:
+        files = [info for info in archive.infolist() if not info.is_dir()]
+    say(f"build: {rel(zip_path)}: {len(files)} files, {zip_path.stat().st_size / 1024:.0f} KiB "
+        f"({sum(info.file_size for info in files) / 1024:.0f} KiB unpacked)")
+    return zip_path
+
+
+def repo(bpy_version: str, repo_dir: Path, source_dir: Path = REPO_ROOT) -> Path:
+    """A static remote extension repository in ``repo_dir``: the zip and Blender's own index.json.
+
+    Older builds of the same extension are removed first, so the index lists one
+    version; any other extension's zips in the folder stay listed.  Serve the
+    folder with any static web server and add ``<its URL>/index.json`` in Blender.
+    """
+    manifest = read_manifest(source_dir)
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    for old in repo_dir.glob(f"{manifest['id']}-*.zip"):
+        say(f"repo: removing the older build {old.name}")
+        old.unlink()
+    zip_path = build(bpy_version, repo_dir, source_dir)
+    python = str(venv_python(venv_dir(bpy_venv_name(bpy_version))))
+    say(f"repo: blender_ext.py server-generate --repo-dir {rel(repo_dir)}")
+    run_checked([python, str(blender_ext_cli(bpy_version)), "server-generate", "--repo-dir", str(repo_dir),
+                 "--html"], "blender_ext.py server-generate")
+    index = repo_dir / "index.json"
+    listed = [(item["id"], item["version"]) for item in json.loads(index.read_text())["data"]]
+    say(f"repo: {rel(index)} lists {', '.join(f'{name} {version}' for name, version in listed)}; "
+        f"serve {rel(repo_dir)}/ and add <URL>/index.json as a remote repository in Blender")
     return zip_path
 
 
@@ -331,6 +365,15 @@ def run_pytest(name: str, venv: Path, args: Sequence[str], keyword: str | None,
     return suite
 
 
+def run_readme_demo() -> Suite:
+    """The README's first command, exactly as written there: it must keep working."""
+    suite = Suite("README: python3 tools/dev.py demo", is_pytest=False)
+    started = time.monotonic()
+    suite.exit_code, _ = stream([sys.executable, str(REPO_ROOT / "tools" / "dev.py"), "demo"], env=child_env())
+    suite.seconds = time.monotonic() - started
+    return suite
+
+
 def print_summary(suites: Sequence[Suite], seconds: float) -> None:
     """One line per suite, then the aggregate line, which is the very last line printed."""
     pytest_suites = [suite for suite in suites if suite.is_pytest]
@@ -391,6 +434,8 @@ def test(bpy_versions: Sequence[str], keyword: str | None, quick: bool, gui: str
                    keyword, child_env())]
     if bpy_versions or gui == "only":
         suites += blender_suites(bpy_versions, keyword, gui=gui != "without" and not quick)
+    if newest(BLENDER_VERSIONS) in bpy_versions and not keyword:
+        suites.append(run_readme_demo())
     if keyword and not any(suite.passed + suite.failed + suite.skipped for suite in suites):
         suites.append(Suite(f"-k {keyword!r}", exit_code=1, note="selected no test at all", is_pytest=False))
     print_summary(suites, time.monotonic() - started)
@@ -460,6 +505,18 @@ def parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--output-dir", type=Path, default=DEFAULT_DIST,
                            help=f"where the zip goes (default: {rel(DEFAULT_DIST)}/)")
 
+    repo_cmd = commands.add_parser(
+        "repo", help="write a static remote extension repository (index.json + zip) to OUTDIR",
+        description="Build the zip into OUTDIR (replacing older builds of it) and write Blender's index.json "
+                    "(and index.html) there with blender_ext.py server-generate. Serve OUTDIR with any static "
+                    "web server; artists add <URL>/index.json under Preferences > Get Extensions > "
+                    "Repositories > + > Add Remote Repository.")
+    repo_cmd.add_argument("outdir", type=Path, metavar="OUTDIR", help="the repository folder")
+    repo_cmd.add_argument("--bpy", type=known_version, default=newest(BLENDER_VERSIONS), metavar="VER",
+                          help="Blender whose blender_ext.py builds it (default: %(default)s)")
+    repo_cmd.add_argument("--source-dir", type=Path, default=REPO_ROOT,
+                          help="the extension's source tree (default: this checkout)")
+
     test_cmd = commands.add_parser(
         "test", help="ruff, bpy-free tests, build, Blender tests per version",
         description="setup; ruff check .; pytest tests --ignore=tests/blender (dev venv); build the zip "
@@ -505,6 +562,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "build":
             setup([args.bpy], dev=False)
             print(build(args.bpy, args.output_dir.resolve()), flush=True)
+            code = 0
+        elif args.command == "repo":
+            setup([args.bpy], dev=False)
+            print(repo(args.bpy, args.outdir.resolve(), args.source_dir.resolve()), flush=True)
             code = 0
         elif args.command == "test":
             code = test(unique(args.bpy or BLENDER_VERSIONS), args.keyword, args.quick, args.gui)

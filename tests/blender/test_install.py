@@ -27,6 +27,7 @@ REQUIRED_FILES = ("blender_manifest.toml", "__init__.py")
 REQUIRED_PACKAGES = ("newport_api", "operators", "ui")
 FORBIDDEN_TOP_LEVEL = ("tests", "tools", ".ci", "bench", "dist", "build", "pyproject.toml", ".venvs")
 OUTPUT_ALARMS = ("Traceback", "Error", "Exception")
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def addon_utils() -> ModuleType:
@@ -143,6 +144,38 @@ def test_zip_holds_nothing_but_the_extension(extension_zip: pathlib.Path) -> Non
         or any(part.startswith(".") for part in name.split("/"))
     ]
     assert not stray, f"not part of the extension: {stray}"
+
+
+DEV_ONLY = ("newport_api/sandbox/", "newport_api/cli.py", "newport_api/cli_checks.py", "newport_api/__main__.py")
+
+
+def test_zip_has_no_sandbox_and_no_command_line(extension_zip: pathlib.Path) -> None:
+    """The local fake service (listeners, fault injection) and the CLI run from the source tree only."""
+    names = zip_names(extension_zip)
+    assert not [name for name in names if name.startswith(DEV_ONLY)]
+    assert (REPO_ROOT / "newport_api" / "sandbox" / "__init__.py").is_file()  # the check looks in the right place
+
+
+def test_every_relative_import_in_the_zip_finds_its_module(extension_zip: pathlib.Path) -> None:
+    """Nothing shipped imports what the zip leaves out (the sandbox, the CLI)."""
+    names = set(zip_names(extension_zip))
+    left_out = {entry.rstrip("/").removesuffix(".py") for entry in DEV_ONLY}
+    missing = []
+    with zipfile.ZipFile(extension_zip) as archive:
+        for name in sorted(name for name in names if name.endswith(".py")):
+            package = name.split("/")[:-1]
+            for node in ast.walk(ast.parse(archive.read(name), name)):
+                if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                    continue
+                base = package[:len(package) - (node.level - 1)]
+                if node.module:  # from .module import name: the module must be shipped
+                    stem = "/".join(base + node.module.split("."))
+                    if f"{stem}.py" not in names and f"{stem}/__init__.py" not in names:
+                        missing.append(f"{name}:{node.lineno}: {stem}")
+                else:  # from . import name: a name of the package, or one of its modules
+                    missing += [f"{name}:{node.lineno}: {stem}" for alias in node.names
+                                if (stem := "/".join([*base, alias.name])) in left_out]
+    assert not missing, f"imports of modules the zip does not hold: {missing}"
 
 
 def test_zip_manifest_is_the_one_blender_expects(extension_zip: pathlib.Path) -> None:

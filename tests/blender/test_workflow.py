@@ -6,7 +6,6 @@ driven here by calling the controller's ``tick()`` the way the modal timer does.
 
 from __future__ import annotations
 
-import importlib
 import pathlib
 import sys
 import time
@@ -16,6 +15,8 @@ import bpy
 import pytest
 import sample_media
 import sound_strips
+
+from newport_api.sandbox import Sandbox  # the source tree's: the artist's zip has no sandbox
 
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
 API_KEY = "sk-workflow-test-7f3a9c1e5b"
@@ -35,8 +36,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture
 def sandbox(extension: ModuleType):
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    with sandbox_module.Sandbox(processing_seconds=0.2, queued_seconds=0.05) as server:
+    with Sandbox(processing_seconds=0.2, queued_seconds=0.05) as server:
         yield server
 
 
@@ -278,8 +278,7 @@ def test_several_jobs_run_at_once_and_each_lands_once(extension, scene, sandbox)
 
 
 def test_cancel_while_processing(extension, scene, prefs):
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    with sandbox_module.Sandbox(processing_seconds=60) as slow:
+    with Sandbox(processing_seconds=60) as slow:
         prefs.base_url = slow.base_url
         assert bpy.ops.sequencer.talking_face_generate(mode="ASYNC") == {"FINISHED"}
         job_id = newest_job(extension).job_id
@@ -294,6 +293,9 @@ def test_cancel_while_processing(extension, scene, prefs):
 def test_check_key_reports_the_balance_or_the_rejection(extension, prefs, sandbox):
     assert bpy.ops.sequencer.talking_face_check_key() == {"FINISHED"}
     assert controller(extension).key_status == "Key accepted — 1000 credits left."
+    sandbox.inject("credits", "html", status=404)  # no balance endpoint: nobody looked at the key
+    bpy.ops.sequencer.talking_face_check_key()
+    assert controller(extension).key_status.startswith("Not checked")
     prefs.api_key = "not-a-key"
     bpy.ops.sequencer.talking_face_check_key()
     assert "rejected" in controller(extension).key_status
@@ -334,8 +336,7 @@ def test_the_estimate_is_what_the_sent_inputs_cost(extension, scene, sandbox, sp
 
 
 def test_a_balance_too_low_is_refused_before_any_upload(extension, scene, prefs):
-    sandbox_module = importlib.import_module(f"{EXTENSION_MODULE}.newport_api.sandbox")
-    with sandbox_module.Sandbox(credits=0.5) as poor:
+    with Sandbox(credits=0.5) as poor:
         prefs.base_url = poor.base_url
         with pytest.raises(RuntimeError, match="top up"):
             bpy.ops.sequencer.talking_face_generate()
