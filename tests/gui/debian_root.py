@@ -108,6 +108,9 @@ def ensure_root(root: Path = DEFAULT_ROOT, log: Path | None = None) -> Path:
         return root
     if not (root / "usr" / "bin" / "apt-get").is_file():
         _install_host_tool("debootstrap", "debootstrap", log)
+        unmount(root)  # never delete through a bind mount: /tmp, /dev and /sys are the host's own
+        if any(point.startswith(str(root) + "/") for point in _mounted_points()):
+            raise RootError(f"{root} still has file systems mounted in it; unmount them, then run again")
         shutil.rmtree(root, ignore_errors=True)
         _run(["debootstrap", "--variant=minbase", SUITE, str(root), debian_mirror()],
              f"debootstrap {SUITE}", log)
