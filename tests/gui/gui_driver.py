@@ -135,6 +135,9 @@ def show_talking_face_tab() -> Generator[Any, None, None]:
     yield 0.3
     x = window().x + sidebar.x + sidebar.width // 2
     y = window().height - (sidebar.y + sidebar.height // 2)
+    # Escape closes the splash screen a Blender started without a file shows over everything.
+    subprocess.run(["xdotool", "mousemove", str(x), str(y), "key", "Escape"], check=False)
+    yield 0.3
     for _ in range(12):
         if sidebar.active_panel_category == "Talking Face":
             return

@@ -21,3 +21,18 @@ def test_a_second_blender_shows_the_job_running_elsewhere_and_takes_it_over_when
     movies = [strip for strip in gui.inspect()["strips"] if strip["job"] == run.facts["job_id"]
               and strip["type"] == "MOVIE"]
     assert len(movies) == 1
+
+
+def test_two_unsaved_sessions_one_owns_the_job_and_the_other_may_not_cancel_it(gui, sandbox):
+    unsaved = {"TF_GUI_UNSAVED": "1", "TF_GUI_PROJECT": str(gui.project.parent)}
+    first = gui.start("two_blenders.py", env={"TF_GUI_ROLE": "owner", **unsaved})
+    gui.wait_signal("owner-processing", first)
+    sandbox.inject("poll", "status0", times=None)
+    run = gui.finish(gui.start("two_blenders.py", env={"TF_GUI_ROLE": "watcher", **unsaved})).check()
+    assert "Running in another Blender (pid" in run.facts["elsewhere"]
+    assert not run.facts["running_here_while_owned"]
+    assert run.facts["cancel"] == ["CANCELLED"], "only the owner may cancel (and write) the job"
+    assert run.facts["phase_after_cancel"] == "processing"
+    assert [record["phase"] for record in gui.job_records()] == ["processing"]
+    gui.kill(first)
+    assert sandbox.count("submit") == 1
