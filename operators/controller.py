@@ -191,13 +191,17 @@ class JobController:
                             *, failure: str = "", sync: bool = False, log: Callable[[str], None] = print) -> None:
         from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
 
-        if prepared is None:
+        if prepared is not None:
+            try:
+                job_setup.apply_prepared(record, prepared)
+            except media.MediaError as error:  # what was prepared cannot be sent (the preflight's sentence)
+                failure = str(error)
+        if failure:
             record.fail(NewportError(failure))
             self.store.save(record)
             self.store.release(record.job_id)
             return
         record.progress = None
-        job_setup.apply_prepared(record, prepared)
         self.launch(record, credentials, sync=sync, log=log)
 
     def _prepare_now(self, record: JobRecord, credentials: Credentials, log: Callable[[str], None]) -> None:
