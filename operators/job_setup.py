@@ -83,7 +83,7 @@ def video_strip(context: bpy.types.Context):
     if name:
         return compat.all_strips(scene).get(name)
     active = scene.sequence_editor.active_strip
-    return active if active is not None and compat.is_movie(active) else None
+    return active if media.is_video_strip(active) else None
 
 
 def audio_choice(context: bpy.types.Context) -> AudioChoice:
@@ -93,10 +93,6 @@ def audio_choice(context: bpy.types.Context) -> AudioChoice:
     if options.audio_source == "STRIP" and options.audio_strip and context.scene.sequence_editor:
         return AudioChoice("STRIP", strip=compat.all_strips(context.scene).get(options.audio_strip))
     return AudioChoice("FILE", path=bpy.path.abspath(options.audio_file) if options.audio_file else "")
-
-
-def strip_file(strip) -> str:
-    return bpy.path.abspath(strip.filepath, library=strip.id_data.library)
 
 
 def blocking_reason(context: bpy.types.Context, *, include_network: bool = True) -> str | None:
@@ -115,9 +111,9 @@ def _inputs_blocking_reason(context: bpy.types.Context) -> str | None:
     if strip is None:
         return (f"There is no strip called '{name}' — pick the movie strip again." if name
                 else "Select a movie strip (or pick one in the panel) to lip-sync.")
-    if not compat.is_movie(strip):
-        return f"'{strip.name}' is not a movie strip — pick a movie strip to lip-sync."
-    if not os.path.isfile(strip_file(strip)):
+    if not media.is_video_strip(strip):
+        return f"'{strip.name}' is not a movie strip — pick a movie or image-sequence strip to lip-sync."
+    if not os.path.isfile(media.video_file(strip)):
         return f"The movie file of '{strip.name}' is missing — relink it, then try again."
     return _audio_blocking_reason(context)
 

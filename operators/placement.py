@@ -138,9 +138,13 @@ def _scene_settings_kept(scene: bpy.types.Scene) -> Iterator[None]:
 
 
 def _add_with_data_api(scene: bpy.types.Scene, video_path: str, slot: _Slot, name: str) -> Any | None:
-    """The movie strip via ``new_movie`` when that gives the right length, else None (nothing left)."""
+    """The movie strip via ``new_movie`` when that gives the right length, else None (nothing left).
+
+    ``new_movie`` places the clip frame for frame: right only when it lasts exactly as long
+    as the clip in scene frames (off by one means another rate, which drifts).
+    """
     movie = compat.new_movie(scene, name, video_path, channel=slot.movie_channel, frame_start=slot.start)
-    if abs(movie.frame_final_duration - slot.length) <= 1:
+    if movie.frame_final_duration == slot.length:
         return movie
     compat.strips(scene).remove(movie)
     return None
@@ -166,7 +170,18 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     if result != {"FINISHED"} or len(added) != 1 or not compat.is_movie(added[0]):
         raise PlacementError(f"Blender could not add the result video {video_path} to the sequencer.")
     added[0].name = name
+    _round_length(added[0], slot.length)
     return added[0]
+
+
+def _round_length(movie: Any, length: int) -> None:
+    """The stretched clip's length rounded to the nearest scene frame, as its sound's is.
+
+    Blender rounds a stretched clip's length down (8.8 scene frames give 8): the last frame
+    is held for the fraction instead, so the picture lasts as long as the clip.
+    """
+    if abs(movie.frame_final_duration - length) == 1:
+        movie.frame_final_duration = length
 
 
 def _add_sound(scene: bpy.types.Scene, path: str, slot: _Slot, name: str) -> Any | None:
