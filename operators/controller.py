@@ -432,8 +432,14 @@ def _pump_lines(process: subprocess.Popen, lines: queue.SimpleQueue) -> None:
 
 
 def fingerprint(record: JobRecord) -> str:
-    """What the service is paid for: the inputs' contents and the parameters, nothing else."""
-    identity = {"inputs": record.owner["input_sha256"], "width": record.width, "height": record.height,
+    """What the service is paid for: the inputs' contents and the parameters, nothing else.
+
+    The inputs are keyed by what the artist chose (``input_key``: the source's content and the
+    range taken from it), never by the bytes of a cut; records from before keys existed used
+    the uploaded files' hashes.
+    """
+    inputs = record.owner.get("input_key") or record.owner["input_sha256"]
+    identity = {"inputs": inputs, "width": record.width, "height": record.height,
                 "enhance": record.enhance, "fps_original": record.fps_original}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

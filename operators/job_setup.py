@@ -235,8 +235,14 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
         "input_sha256": {"audio": audio.sha256,
                          "vocals": media.file_sha256(record.vocals) if record.vocals else ""},
     }
-    if cut_program and media.needs_cut(strip, scene):
-        command, output_path = media.cut_video_command(strip, scene, str(work_dir), blender=cut_program)
+    # What is paid for comes from the inputs, before any cut: a cut's bytes differ each time.
+    video_key = media.video_key(strip, scene)
+    record.owner["input_key"] = {**record.owner["input_sha256"], "video": video_key}
+    record.owner["fingerprint"] = fingerprint(record)
+    cut_output = cached_cut_path(video_key)
+    if cut_program and media.needs_cut(strip, scene) and media.video_track_info(cut_output) is None:
+        command, output_path = media.cut_video_command(strip, scene, str(work_dir), blender=cut_program,
+                                                       output=cut_output)
         record.owner["cut"] = {"command": command, "output": output_path}
         record.message = "Preparing the clip"
         # Until the cut exists, the estimate comes from the strip; it is refined from the file.
@@ -244,8 +250,13 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
         record.estimated_credits = estimate_credits(
             billed, fps_original=record.fps_original, source_fps=media.strip_source_fps(strip))
     else:
-        add_video(record, media.prepare_video(strip, scene, str(work_dir)))
+        add_video(record, media.prepare_video(strip, scene, str(work_dir), cut_output=cut_output))
     return record
+
+
+def cached_cut_path(video_key: str) -> str:
+    """Where the cut of a video selection is kept, so an identical job never cuts (nor uploads) again."""
+    return str(user_folder("cuts") / f"{video_key}.mp4")
 
 
 def add_video(record: JobRecord, video: media.PreparedMedia) -> None:

@@ -13,7 +13,6 @@ Nothing here changes the user's scene; files are written only under ``work_dir``
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import math
 import os
@@ -27,6 +26,7 @@ from typing import Any, BinaryIO
 
 import bpy
 
+from ..newport_api import content
 from . import compat, cut_video
 from .cut_video import CutError, CutRequest, ProgressCallback, StripSpan, source_range
 
@@ -55,11 +55,8 @@ class PreparedMedia:
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's SHA-256, remembered while it is unchanged (see ``newport_api.content``)."""
+    return content.file_sha256(path)
 
 
 # --- ISO base media (mp4/mov) video track: frame count and rate without decoding -------------
@@ -314,14 +311,39 @@ def _image_list(strip: Any, work_dir: str) -> str:
     return str(listing)
 
 
-def _cut_request(strip: Any, work_dir: str) -> CutRequest:
+def video_selection(strip: Any, scene: bpy.types.Scene) -> tuple[list[str], dict[str, Any]]:
+    """The files the strip's video comes from and what is taken from them, as plain data.
+
+    Cheap (no hashing): ``content.selection_key(*video_selection(...))`` turns it into the
+    video's content key, and may run in a worker thread.
+    """
+    source = _movie_path(strip)
+    if not needs_cut(strip, scene):
+        return [source], {"whole_file": True}
+    first, end = _visible_source_frames(strip)
+    selection = {"frames": [first, end], "fps": round(strip_source_fps(strip), 6),
+                 "size": list(_picture_size(strip, source)), "colorspace": strip.colorspace_settings.name}
+    if is_image_sequence(strip):
+        return [_image_path(strip, index) for index in range(first, end)], selection
+    return [source], selection
+
+
+def video_key(strip: Any, scene: bpy.types.Scene) -> str:
+    """The content key of what the strip shows: equal keys send equal pictures (hashes the source)."""
+    try:
+        return content.selection_key(*video_selection(strip, scene))
+    except OSError as error:
+        raise MediaError(f"The movie file of “{strip.name}” cannot be read: {error.strerror}.") from error
+
+
+def _cut_request(strip: Any, work_dir: str, output: str = "") -> CutRequest:
     source = _movie_path(strip)
     span = strip_span(strip)
     size = _picture_size(strip, source)
     if size[0] <= 0 or strip_source_fps(strip) <= 0:
         raise MediaError(f"Blender cannot read the movie of “{strip.name}”: {source}")
     _refuse_unsendable_picture(strip, source, size)
-    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}.mp4"
+    output = output or str(pathlib.Path(work_dir) / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}.mp4")
     return CutRequest(source=source, output=str(output), fps=strip_source_fps(strip),
                       width=size[0], height=size[1], span=span, colorspace=strip.colorspace_settings.name,
                       images=_image_list(strip, work_dir) if is_image_sequence(strip) else "")
@@ -348,16 +370,19 @@ def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
 
 
 def prepare_video(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                  on_progress: ProgressCallback | None = None) -> PreparedMedia:
+                  on_progress: ProgressCallback | None = None, cut_output: str = "") -> PreparedMedia:
     """The video to upload, cut in this process (blocks: for background mode and tests).
 
     ``on_progress(done, total)`` is called after each frame of a cut. ``scene`` is left
-    exactly as it was: the cut renders a temporary scene of its own.
+    exactly as it was: the cut renders a temporary scene of its own. ``cut_output``: where
+    the cut goes; a finished file already there is that cut, and is used as it is.
     """
     source = _movie_path(strip)
     if not needs_cut(strip, scene):
         return _describe_source_file(strip, source)
-    request = _cut_request(strip, work_dir)
+    request = _cut_request(strip, work_dir, cut_output)
+    if cut_output and video_track_info(cut_output) is not None:
+        return describe_video(cut_output, is_source_file=False)
     try:
         cut_video.render_cut(request, on_progress=on_progress)
     except CutError as error:
@@ -372,7 +397,7 @@ def background_cut_available() -> bool:
 
 
 def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                      blender: str = "") -> tuple[list[str], str]:
+                      blender: str = "", output: str = "") -> tuple[list[str], str]:
     """The command line of a background Blender that cuts the strip, and the file it writes.
 
     ``blender`` defaults to ``bpy.app.binary_path``, which is empty in the bpy module: check
@@ -383,7 +408,7 @@ def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
     program = blender or bpy.app.binary_path
     if not program:
         raise MediaError("This Blender has no program to cut the video in the background.")
-    request = _cut_request(strip, work_dir)
+    request = _cut_request(strip, work_dir, output)
     command = [program, "-b", "--factory-startup", "--python-exit-code", "1",
                "--python", str(CUT_SCRIPT), "--", *request.to_args()]
     return command, request.output
