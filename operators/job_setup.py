@@ -23,6 +23,7 @@ from .controller import ADDON_PACKAGE, Credentials, fingerprint, user_folder
 
 ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
+MAX_UPLOAD_BYTES = 5 * 1024**3  # the storage policy's size range (contract, section 3)
 
 
 # -- preferences and credentials -------------------------------------------------
@@ -210,8 +211,11 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
     work_dir = user_folder("work", record.job_id)
     audio = _prepare_audio(context, str(work_dir))
+    check_sendable(audio, "audio")
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
+    if record.vocals:
+        _check_upload_size(record.vocals, "vocals file")
     record.width, record.height = options.video_width, options.video_height
     record.enhance = options.enhance
     record.fps_original = options.fps_mode == "ORIGINAL"
@@ -259,8 +263,24 @@ def cached_cut_path(video_key: str) -> str:
     return str(user_folder("cuts") / f"{video_key}.mp4")
 
 
+def _check_upload_size(path: str, what: str) -> None:
+    size = os.path.getsize(path)
+    if size > MAX_UPLOAD_BYTES:
+        raise media.MediaError(f"The {what} is {size / 1024**3:.1f} GiB and the service takes at most "
+                               f"{MAX_UPLOAD_BYTES / 1024**3:.0f} GiB per file; shorten it, then Generate again.")
+
+
+def check_sendable(prepared: media.PreparedMedia, what: str) -> None:
+    """Refuse, in one sentence and before any upload, an input the service would fail on."""
+    if prepared.duration <= 0 or (prepared.fps > 0 and prepared.frames < 1):
+        raise media.MediaError(f"The {what} is empty (it lasts 0 seconds); choose one that plays, "
+                               "then Generate again.")
+    _check_upload_size(prepared.path, what)
+
+
 def add_video(record: JobRecord, video: media.PreparedMedia) -> None:
     """Complete a record with its prepared video: path, content hash, fingerprint and price."""
+    check_sendable(video, "video")
     record.video = video.path
     record.owner.update(video_seconds=video.duration, source_fps=video.fps)
     record.owner["input_sha256"]["video"] = video.sha256

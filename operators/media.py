@@ -361,6 +361,9 @@ def describe_video(path: str, *, is_source_file: bool) -> PreparedMedia:
 
 def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
     """The untouched source; files whose track cannot be parsed (fragmented mp4) are timed by Blender."""
+    if _picture_size(strip, path)[0] <= 0 or strip.frame_duration < 1:
+        raise MediaError(f"Blender cannot decode any frame of “{strip.name}” ({path}); "
+                         "check the file plays, then Generate again.")
     if video_track_info(path) is not None:
         return describe_video(path, is_source_file=True)
     first, end = _visible_source_frames(strip)

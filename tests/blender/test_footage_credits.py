@@ -127,3 +127,38 @@ def test_content_keys_follow_content_not_names(tmp_path: pathlib.Path):
     first.write_bytes(b"other data" * 1000)
     os.utime(first, ns=(stamp + 1_000_000, stamp + 1_000_000))
     assert file_sha256(str(first)) != file_sha256(str(renamed)), "a changed file is hashed again"
+
+
+# --- Preflight: refused in one sentence before anything is uploaded ---------------------------------
+
+
+def refusal(sandbox: Sandbox) -> str:
+    with pytest.raises(RuntimeError) as raised:
+        bpy.ops.sequencer.talking_face_generate()
+    assert sandbox.requests == [], "nothing may be sent"
+    message = str(raised.value).strip().splitlines()[-1]
+    assert message.endswith(".") and ". " not in message, f"not one sentence: {message!r}"
+    return message
+
+
+def test_an_empty_audio_is_refused_before_upload(trimmed_scene, sandbox, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sample_media.write_sine_wav(silent, seconds=0.0)
+    trimmed_scene.talking_face.audio_file = str(silent)
+    assert "empty" in refusal(sandbox)
+
+
+def test_a_video_without_a_decodable_frame_is_refused_before_upload(compat, trimmed_scene, sandbox, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(range(256)) * 64)
+    compat.new_movie(trimmed_scene, "Broken", str(broken), channel=3, frame_start=1)
+    trimmed_scene.talking_face.video_strip = "Broken"
+    assert "cannot decode any frame" in refusal(sandbox)
+
+
+def test_an_input_larger_than_the_storage_takes_is_refused_before_upload(trimmed_scene, sandbox, tmp_path):
+    huge = tmp_path / "vocals.wav"
+    with huge.open("wb") as stream:  # sparse: 5 GiB + 1 byte that take no disk space
+        stream.truncate(5 * 1024**3 + 1)
+    trimmed_scene.talking_face.vocals_file = str(huge)
+    assert "at most 5 GiB" in refusal(sandbox)
