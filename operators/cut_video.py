@@ -215,7 +215,8 @@ def render_cut(request: CutRequest, *, on_progress: ProgressCallback | None = No
     """Write the visible frames to ``request.output``; returns how many frames it holds."""
     output = pathlib.Path(request.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f"{output.stem}.partial.mp4")
+    # Per process: two jobs of one selection may cut into the same cached file at once.
+    partial = output.with_name(f"{output.stem}.{os.getpid()}.partial.mp4")
     with _temporary_scene() as scene:
         # At the source's own rate a fresh strip maps scene frame f to source frame f - 1.
         # The size first: a strip is framed against the scene's size when it is added.

@@ -301,6 +301,24 @@ def _refuse_unsendable_picture(strip: Any, source: str, size: tuple[int, int]) -
     if turn and turn[0] % 180 == 90 and (width, height) == turn[1:]:
         raise MediaError(f"This Blender shows “{strip.name}” sideways because it ignores the rotation stored "
                          "in the file; rotate the clip in a video editor or use Blender 4.5 or later.")
+    if facts and facts.frames != _blender_frame_count(source):
+        raise MediaError(f"“{strip.name}” has a variable frame rate, which Blender shows with repeated frames "
+                         "that would be sent as new ones; convert it to a constant frame rate first.")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_blender_frame_count(path: str, modified: float, size: int) -> int:
+    scene = bpy.data.scenes.new("Talking Face probe")
+    try:
+        return compat.new_movie(scene, "probe", path, channel=1, frame_start=1).frame_duration
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
+def _blender_frame_count(path: str) -> int:
+    """How many frames Blender shows of a movie: by time at its rate, so a variable rate gains frames."""
+    status = os.stat(path)
+    return _cached_blender_frame_count(path, status.st_mtime, status.st_size)
 
 
 def _image_list(strip: Any, work_dir: str) -> str:

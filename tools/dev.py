@@ -358,10 +358,20 @@ def build_for_tests(bpy_version: str) -> tuple[Suite, Path | None]:
     return step, zip_path
 
 
+def ensure_ffmpeg() -> Suite:
+    """ffmpeg and ffprobe, which make and check the footage tests' media (installed as the bench does)."""
+    step = Suite("ffmpeg for the footage tests", is_pytest=False)
+    started = time.monotonic()
+    step.exit_code = subprocess.run([sys.executable, "-c", "import setup_tools; setup_tools.ensure_tools()"],
+                                    cwd=REPO_ROOT / "bench", stdin=subprocess.DEVNULL, check=False).returncode
+    step.seconds = time.monotonic() - started
+    return step
+
+
 def blender_suites(bpy_versions: Sequence[str], keyword: str | None) -> list[Suite]:
     """Build the zip once, then run tests/blender against it in each bpy venv."""
     step, zip_path = build_for_tests(newest(bpy_versions))
-    suites = [step]
+    suites = [ensure_ffmpeg(), step]
     for version in bpy_versions:
         name = f"tests/blender (bpy {version})"
         if zip_path is None:

@@ -182,6 +182,7 @@ class Footage:
     sar: str = "1/1"
     rotate: int = 0  # degrees of rotation metadata (a phone held upright)
     image_sequence: bool = False
+    vfr: bool = False  # every other frame dropped after the tenth, timestamps kept: a variable rate
 
     @property
     def fps(self) -> float:
@@ -212,7 +213,9 @@ def make_footage(clip: Footage, folder: pathlib.Path) -> pathlib.Path:
     pattern = (f"testsrc2=size={width + width % 2}x{height + height % 2}:rate={clip.rate},"
                f"drawtext=fontfile={FONT}:text='%{{n}}':fontsize={font_size}:fontcolor=white:"
                f"box=1:boxcolor=black:x=w/8:y=h/8{odd},setsar={clip.sar}")
-    source = ["-f", "lavfi", "-i", pattern, "-frames:v", str(clip.frames)]
+    if clip.vfr:
+        pattern += ",select='lt(n\\,10)+not(mod(n\\,2))'"
+    source = ["-f", "lavfi", "-i", pattern, "-frames:v", str(clip.frames), *(("-fps_mode", "vfr") if clip.vfr else ())]
     if clip.image_sequence:
         sequence = folder / clip.name
         sequence.mkdir(exist_ok=True)

@@ -78,6 +78,12 @@ CASES = [
     Case(Footage("640x360_25_mjpeg_avi", (640, 360), "25", 16, ".avi",
                  ("-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj420p")), scene_fps=24000 / 1001),
     Case(Footage("640x360_24_png_sequence", (640, 360), "24", 16, image_sequence=True), scene_fps=24),
+    Case(Footage("1280x720_24_h264", (1280, 720), "24", 12), scene_fps=60),
+    Case(Footage("640x360_30_h264_mov", (640, 360), "30", 16, ".mov"), scene_fps=23.976),
+    Case(Footage("3840x2160_25_h264", (3840, 2160), "25", 8), scene_fps=25, scene_size=(1920, 1080)),
+    # 30 fps with every other frame dropped after the 10th: Blender shows it by time, with repeats.
+    Case(Footage("640x360_vfr_h264", (640, 360), "30", 20, vfr=True), scene_fps=30,
+         refusable="Blender shows a variable frame rate by time, repeating frames"),
 ]
 
 CHECKS = ("frames", "geometry", "first", "middle", "last", "placed")
