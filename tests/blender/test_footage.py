@@ -36,8 +36,11 @@ TRIM_START = 2  # source frames hidden at the strip's start...
 TRIM_END = 3  # ...and at its end
 MIN_PSNR = 35.0
 STRIP_START = 10
-SCENE_SIZES = ((1920, 1080), (1280, 720), (720, 1280))
 H264_444 = ("-c:v", "libx264", "-pix_fmt", "yuv444p")
+# Tags only: testsrc2's YUV is the same, so each tag makes the colours a decoder shows differ.
+BT709_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
+BT601_TAGS = ("-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
+              "-color_range", "tv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,10 @@ CASES = [
                  ("-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj420p")), scene_fps=24000 / 1001),
     Case(Footage("640x360_24_png_sequence", (640, 360), "24", 16, image_sequence=True), scene_fps=24),
     Case(Footage("1280x720_24_h264", (1280, 720), "24", 12), scene_fps=60),
+    Case(Footage("1280x720_25_bt709_tagged", (1280, 720), "25", 12, codec=("-c:v", "libx264", "-pix_fmt", "yuv420p",
+                                                                     *BT709_TAGS)), scene_fps=25),
+    Case(Footage("640x360_25_bt601_tagged", (640, 360), "25", 12, codec=("-c:v", "libx264", "-pix_fmt", "yuv420p",
+                                                                   *BT601_TAGS)), scene_fps=25),
     Case(Footage("640x360_30_h264_mov", (640, 360), "30", 16, ".mov"), scene_fps=23.976),
     Case(Footage("3840x2160_25_h264", (3840, 2160), "25", 8), scene_fps=25, scene_size=(1920, 1080)),
     # 30 fps with every other frame dropped after the 10th: Blender shows it by time, with repeats.
