@@ -8,8 +8,10 @@ the artist presses Generate.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .controller import ADDON_PACKAGE, Credentials, fingerprint, user_folder
 ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
 MAX_UPLOAD_BYTES = 5 * 1024**3  # the storage policy's size range (contract, section 3)
+CUT_CACHE_DAYS = 7
 
 
 # -- preferences and credentials -------------------------------------------------
@@ -259,8 +262,20 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
 
 
 def cached_cut_path(video_key: str) -> str:
-    """Where the cut of a video selection is kept, so an identical job never cuts (nor uploads) again."""
-    return str(user_folder("cuts") / f"{video_key}.mp4")
+    """Where the cut of a video selection is kept, so an identical job never cuts (nor uploads) again.
+
+    Cuts unused for ``CUT_CACHE_DAYS`` are deleted (using one counts as a use).
+    """
+    folder = user_folder("cuts")
+    limit = time.time() - CUT_CACHE_DAYS * 86400
+    for old in folder.glob("*.mp4"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < limit:
+                old.unlink()
+    path = folder / f"{video_key}.mp4"
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return str(path)
 
 
 def _check_upload_size(path: str, what: str) -> None:

@@ -162,3 +162,16 @@ def test_an_input_larger_than_the_storage_takes_is_refused_before_upload(trimmed
         stream.truncate(5 * 1024**3 + 1)
     trimmed_scene.talking_face.vocals_file = str(huge)
     assert "at most 5 GiB" in refusal(sandbox)
+
+
+def test_cuts_unused_for_a_week_are_deleted(extension):
+    job_setup = importlib.import_module(f"{EXTENSION_MODULE}.operators.job_setup")
+    folder = pathlib.Path(job_setup.cached_cut_path("0" * 64)).parent
+    stale, recent = folder / ("a" * 64 + ".mp4"), folder / ("b" * 64 + ".mp4")
+    for path, days in ((stale, job_setup.CUT_CACHE_DAYS + 1), (recent, job_setup.CUT_CACHE_DAYS - 1)):
+        path.write_bytes(b"cut")
+        old = path.stat().st_mtime - days * 86400
+        os.utime(path, (old, old))
+    job_setup.cached_cut_path("c" * 64)
+    assert not stale.exists() and recent.exists()
+    recent.unlink()
