@@ -264,7 +264,8 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "") -> JobRecord:
 def cached_cut_path(video_key: str) -> str:
     """Where the cut of a video selection is kept, so an identical job never cuts (nor uploads) again.
 
-    Cuts unused for ``CUT_CACHE_DAYS`` are deleted (using one counts as a use).
+    Cuts made more than ``CUT_CACHE_DAYS`` ago are deleted. A cut is never touched: its
+    modification time is part of how an earlier upload of it is recognised.
     """
     folder = user_folder("cuts")
     limit = time.time() - CUT_CACHE_DAYS * 86400
@@ -272,10 +273,7 @@ def cached_cut_path(video_key: str) -> str:
         with contextlib.suppress(OSError):
             if old.stat().st_mtime < limit:
                 old.unlink()
-    path = folder / f"{video_key}.mp4"
-    with contextlib.suppress(OSError):
-        os.utime(path)
-    return str(path)
+    return str(folder / f"{video_key}.mp4")
 
 
 def _check_upload_size(path: str, what: str) -> None:

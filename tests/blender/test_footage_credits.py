@@ -164,7 +164,7 @@ def test_an_input_larger_than_the_storage_takes_is_refused_before_upload(trimmed
     assert "at most 5 GiB" in refusal(sandbox)
 
 
-def test_cuts_unused_for_a_week_are_deleted(extension):
+def test_cuts_older_than_a_week_are_deleted(extension):
     job_setup = importlib.import_module(f"{EXTENSION_MODULE}.operators.job_setup")
     folder = pathlib.Path(job_setup.cached_cut_path("0" * 64)).parent
     stale, recent = folder / ("a" * 64 + ".mp4"), folder / ("b" * 64 + ".mp4")
