@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import subprocess
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -200,3 +202,21 @@ def test_footage_is_cut_exactly_and_placed_in_sync(case: Case, compat, media, pl
     placed = (result.frame_final_start, result.frame_final_duration)
     record(case, "placed", "ok" if placed == (strip.frame_final_start, length) else f"{placed}")
     assert placed == (strip.frame_final_start, length), "start and length in scene frames"
+
+
+def test_an_image_sequence_is_cut_the_same_in_a_background_process(compat, media, user_scene, footage_dir, tmp_path):
+    """The command a window's Generate runs (the bpy module stands in for the Blender program)."""
+    clip = next(case.clip for case in CASES if case.clip.image_sequence)
+    path = sample_media.make_footage(clip, footage_dir)
+    strip = add_source(compat, user_scene, clip, path)
+    command, output = media.cut_video_command(strip, user_scene, str(tmp_path), blender="blender")
+    script = command[command.index("--python") + 1]
+    done = subprocess.run([sys.executable, script, *command[command.index("--"):]], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    visible = clip.frames - TRIM_START - TRIM_END
+    assert int(sample_media.probe_video(pathlib.Path(output))["nb_read_frames"]) == visible
+    for index in (0, visible - 1):
+        quality = sample_media.psnr(sample_media.decoded_frame(pathlib.Path(output), index),
+                                    source_frame(clip, path, TRIM_START + index))
+        assert quality >= MIN_PSNR, f"frame {index}: {quality:.1f} dB"
