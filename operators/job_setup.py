@@ -20,8 +20,8 @@ import bpy
 from ..newport_api import JobRecord, estimate_credits
 from ..newport_api.errors import NewportError
 from ..newport_api.http import check_base_url
-from . import compat, media
-from .controller import ADDON_PACKAGE, Credentials, fingerprint, user_folder
+from . import compat, media, placement
+from .controller import ADDON_PACKAGE, Credentials, fingerprint, get_controller, user_folder
 
 ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
@@ -87,7 +87,16 @@ def video_strip(context: bpy.types.Context):
     if name:
         return compat.all_strips(scene).get(name)
     active = scene.sequence_editor.active_strip
+    source = _source_of_result(scene, active)
+    if source is not None:  # a placed result is active: its source again, which an identical job reuses
+        return source
     return active if media.is_video_strip(active) else None
+
+
+def _source_of_result(scene: bpy.types.Scene, strip) -> bpy.types.Sequence | None:
+    job_id = strip.get(placement.JOB_PROPERTY) if strip is not None else None
+    record = get_controller().views.get(job_id) if job_id else None
+    return compat.all_strips(scene).get(record.owner.get("source_strip", "")) if record else None
 
 
 def audio_choice(context: bpy.types.Context) -> AudioChoice:

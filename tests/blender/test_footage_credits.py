@@ -90,6 +90,18 @@ def test_generate_twice_on_a_trimmed_strip_uploads_and_pays_once(extension, comp
     assert int(sample_media.probe_video(pathlib.Path(first.video))["nb_read_frames"]) == 20
 
 
+def test_generate_twice_with_the_active_strip_pays_once(extension, compat, trimmed_scene, sandbox):
+    """After the first job its placed result is the active strip: Generate again means the source again."""
+    trimmed_scene.talking_face.video_strip = ""
+    trimmed_scene.talking_face.regenerate = False
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    submitted = sandbox.count("submit")
+    assert compat.all_strips(trimmed_scene).get("Take") != trimmed_scene.sequence_editor.active_strip
+    assert bpy.ops.sequencer.talking_face_generate() == {"FINISHED"}
+    assert sandbox.count("submit") == submitted
+    assert jobs(extension)[-1].owner["source_strip"] == "Take"
+
+
 def test_regenerating_pays_again_but_reuses_the_cut_and_its_upload(extension, compat, trimmed_scene, sandbox):
     trimmed_scene.talking_face.regenerate = True
     before = {record.job_id for record in jobs(extension)}
