@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import controller, job_setup, jobs_ops
+from . import controller, job_setup, jobs_ops, placement
 
 _CLASSES = jobs_ops.CLASSES
 
@@ -34,8 +34,13 @@ _path_before_save = [""]
 
 
 @persistent
-def _remember_path_before_save(*_args: object) -> None:
+def _remember_path_before_save(filepath: str = "", *_args: object) -> None:
     _path_before_save[0] = bpy.data.filepath
+    if not bpy.data.filepath and filepath:
+        # A first save: results kept in the extension's user folder (which Blender deletes with the
+        # extension) move beside the .blend, and the strips point there, relative to it.
+        moved = placement.move_results_next_to(filepath, str(controller.user_folder("results")))
+        controller.get_controller().results_moved(moved)
 
 
 @persistent

@@ -598,6 +598,14 @@ class JobController:
             else:
                 self.store.save(record)
 
+    def results_moved(self, moved: dict[str, str]) -> None:
+        """Result files moved beside a .blend on its first save: the records follow them."""
+        for record in self.views.values():
+            new_path = moved.get(os.path.realpath(record.output_path)) if record.output_path else None
+            if new_path and not self.is_running(record.job_id):
+                record.output_path = new_path
+                self.store.save(record)
+
     def jobs_for_file(self, blend_file: str | None = None) -> list[JobRecord]:
         blend_file = bpy.data.filepath if blend_file is None else blend_file
         records = [record for record in self.views.values() if record.owner.get("blend_file", "") == blend_file]
@@ -642,8 +650,14 @@ def _plan_of(record: JobRecord) -> PreparationPlan:
 
 
 def fingerprint(record: JobRecord) -> str:
-    """What the service is paid for: the inputs' contents and the parameters, nothing else."""
-    identity = {"inputs": record.owner["input_sha256"], "width": record.width, "height": record.height,
+    """What the service is paid for: the inputs' contents and the parameters, nothing else.
+
+    The inputs are keyed by what the artist chose (``input_key``: the source's content and the
+    range taken from it), never by the bytes of a cut; records from before keys existed used
+    the uploaded files' hashes.
+    """
+    inputs = record.owner.get("input_key") or record.owner["input_sha256"]
+    identity = {"inputs": inputs, "width": record.width, "height": record.height,
                 "enhance": record.enhance, "fps_original": record.fps_original}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -101,6 +101,7 @@ class CutRequest:
     height: int
     span: StripSpan
     colorspace: str = "sRGB"
+    images: str = ""  # an image sequence: a file naming its images (in ``source``'s folder), one a line
 
     def to_args(self) -> list[str]:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
@@ -115,6 +116,7 @@ class CutRequest:
         parser.add_argument("--source", required=True)
         parser.add_argument("--output", required=True)
         parser.add_argument("--colorspace", default="sRGB")
+        parser.add_argument("--images", default="")
         parser.add_argument("--fps", type=float, required=True)
         for name in ("width", "height", *(field.name for field in dataclasses.fields(StripSpan))):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, required=True)
@@ -143,7 +145,7 @@ def _configure_output(scene: bpy.types.Scene, request: CutRequest, filepath: str
     ffmpeg = render.ffmpeg
     ffmpeg.format = "MPEG4"
     ffmpeg.codec = "H264"
-    ffmpeg.constant_rate_factor = "HIGH"
+    ffmpeg.constant_rate_factor = "PERC_LOSSLESS"
     ffmpeg.ffmpeg_preset = "GOOD"
     ffmpeg.gopsize = max(1, round(request.fps))
     # The sound goes to the service separately, and the 4.2 wheels cannot mix it down.
@@ -184,8 +186,24 @@ def _reporting_frames(scene_name: str, total: int, on_progress: ProgressCallback
         bpy.app.handlers.render_write.remove(frame_written)
 
 
+def _image_strip(scene: bpy.types.Scene, request: CutRequest) -> Any:
+    names = pathlib.Path(request.images).read_text(encoding="utf-8").splitlines()
+    folder = pathlib.Path(request.source).parent
+    compat.ensure_editor(scene)
+    strip = compat.strips(scene).new_image(name="source", filepath=str(folder / names[0]), channel=1,
+                                           frame_start=1, fit_method="ORIGINAL")
+    for name in names[1:]:
+        strip.elements.append(name)
+    return strip
+
+
 def _source_strip(scene: bpy.types.Scene, request: CutRequest) -> Any:
-    strip = compat.new_movie(scene, "source", request.source, channel=1, frame_start=1)
+    # ORIGINAL: one source pixel per output pixel, whatever size the scene had when the strip was added.
+    if request.images:
+        strip = _image_strip(scene, request)
+    else:
+        strip = compat.new_movie(scene, "source", request.source, channel=1, frame_start=1,
+                                 fit_method="ORIGINAL")
     with contextlib.suppress(TypeError, ValueError):  # an unknown colour space keeps the default
         strip.colorspace_settings.name = request.colorspace
     if strip.frame_duration < 1:
@@ -197,15 +215,16 @@ def render_cut(request: CutRequest, *, on_progress: ProgressCallback | None = No
     """Write the visible frames to ``request.output``; returns how many frames it holds."""
     output = pathlib.Path(request.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f"{output.stem}.partial.mp4")
+    # Per process: two jobs of one selection may cut into the same cached file at once.
+    partial = output.with_name(f"{output.stem}.{os.getpid()}.partial.mp4")
     with _temporary_scene() as scene:
         # At the source's own rate a fresh strip maps scene frame f to source frame f - 1.
-        compat.set_scene_fps(scene, request.fps)
+        # The size first: a strip is framed against the scene's size when it is added.
+        _configure_output(scene, request, str(partial))
         strip = _source_strip(scene, request)
         first, end = source_range(request.span, strip.frame_duration)
         if end <= first:
             raise CutError("The strip shows no frame of its movie; widen it on the timeline.")
-        _configure_output(scene, request, str(partial))
         scene.frame_start, scene.frame_end = first + 1, end
         with _reporting_frames(scene.name, end - first, on_progress):
             result = bpy.ops.render.render(animation=True, scene=scene.name)

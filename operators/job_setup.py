@@ -8,8 +8,10 @@ the artist presses Generate.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +20,14 @@ import bpy
 from ..newport_api import JobRecord, estimate_credits
 from ..newport_api.errors import NewportError
 from ..newport_api.http import check_base_url
-from . import compat, media
-from .controller import ADDON_PACKAGE, Credentials, fingerprint, user_folder
+from . import compat, media, placement
+from .controller import ADDON_PACKAGE, Credentials, fingerprint, get_controller, user_folder
 from .preparation import PreparationPlan, PreparedInputs
 
 ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
+MAX_UPLOAD_BYTES = 5 * 1024**3  # the storage policy's size range (contract, section 3)
+CUT_CACHE_DAYS = 7
 
 
 # -- preferences and credentials -------------------------------------------------
@@ -84,7 +88,16 @@ def video_strip(context: bpy.types.Context):
     if name:
         return compat.all_strips(scene).get(name)
     active = scene.sequence_editor.active_strip
-    return active if active is not None and compat.is_movie(active) else None
+    source = _source_of_result(scene, active)
+    if source is not None:  # a placed result is active: its source again, which an identical job reuses
+        return source
+    return active if media.is_video_strip(active) else None
+
+
+def _source_of_result(scene: bpy.types.Scene, strip) -> bpy.types.Sequence | None:
+    job_id = strip.get(placement.JOB_PROPERTY) if strip is not None else None
+    record = get_controller().views.get(job_id) if job_id else None
+    return compat.all_strips(scene).get(record.owner.get("source_strip", "")) if record else None
 
 
 def audio_choice(context: bpy.types.Context) -> AudioChoice:
@@ -94,10 +107,6 @@ def audio_choice(context: bpy.types.Context) -> AudioChoice:
     if options.audio_source == "STRIP" and options.audio_strip and context.scene.sequence_editor:
         return AudioChoice("STRIP", strip=compat.all_strips(context.scene).get(options.audio_strip))
     return AudioChoice("FILE", path=bpy.path.abspath(options.audio_file) if options.audio_file else "")
-
-
-def strip_file(strip) -> str:
-    return bpy.path.abspath(strip.filepath, library=strip.id_data.library)
 
 
 def blocking_reason(context: bpy.types.Context, *, include_network: bool = True) -> str | None:
@@ -116,9 +125,9 @@ def _inputs_blocking_reason(context: bpy.types.Context) -> str | None:
     if strip is None:
         return (f"There is no strip called '{name}' — pick the movie strip again." if name
                 else "Select a movie strip (or pick one in the panel) to lip-sync.")
-    if not compat.is_movie(strip):
-        return f"'{strip.name}' is not a movie strip — pick a movie strip to lip-sync."
-    if not os.path.isfile(strip_file(strip)):
+    if not media.is_video_strip(strip):
+        return f"'{strip.name}' is not a movie strip — pick a movie or image-sequence strip to lip-sync."
+    if not os.path.isfile(media.video_file(strip)):
         return f"The movie file of '{strip.name}' is missing — relink it, then try again."
     return _audio_blocking_reason(context)
 
@@ -219,8 +228,11 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
     work_dir = user_folder("work", record.job_id)
     audio, audio_command = _prepare_audio(context, str(work_dir), defer=defer, cut_program=cut_program)
+    check_sendable(audio, "audio")
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
+    if record.vocals:
+        _check_upload_size(record.vocals, "vocals file")
     record.width, record.height = options.video_width, options.video_height
     record.enhance = options.enhance
     record.fps_original = options.fps_mode == "ORIGINAL"
@@ -246,7 +258,10 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
     if not defer:
         if record.vocals:
             record.owner["input_sha256"]["vocals"] = media.file_sha256(record.vocals)
-        add_video(record, media.prepare_video(strip, scene, str(work_dir)))
+        # What is paid for comes from the inputs, before any cut: a cut's bytes differ each time.
+        video_key = media.video_key(strip, scene)
+        video = media.prepare_video(strip, scene, str(work_dir), cut_output=cached_cut_path(video_key))
+        add_video(record, video, video_key)
         return record, None
     plan = _preparation_plan(strip, scene, str(work_dir), record, cut_program, audio_command)
     record.owner["prepare"] = plan.to_owner()
@@ -260,18 +275,23 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
 
 def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobRecord,
                       cut_program: str, audio_command: tuple[str, ...]) -> PreparationPlan:
+    """What the preparation thread does: key the video by its content, cut (unless cached), hash."""
     files = {"vocals": record.vocals} if record.vocals else {}
     if not audio_command and not record.owner["input_sha256"]["audio"]:
         files["audio"] = record.audio  # uploaded as it is: only its hash is left to do
+    key_files, selection = media.video_selection(strip, scene)
+    command: tuple[str, ...] = ()
     if not media.needs_cut(strip, scene):
-        video, command = os.path.normpath(strip_file(strip)), ()
+        video = key_files[0]
     elif cut_program:
         command_line, video = media.cut_video_command(strip, scene, work_dir, blender=cut_program)
         command = tuple(command_line)
     else:  # no Blender program to cut in the background (the bpy module): cut here
-        video, command = media.prepare_video(strip, scene, work_dir).path, ()
+        video = media.prepare_video(strip, scene, work_dir).path
     return PreparationPlan(cut_command=command, video=video, hash_roles=tuple(files), files=files,
-                           audio_command=audio_command, audio=record.audio if audio_command else "")
+                           audio_command=audio_command, audio=record.audio if audio_command else "",
+                           key_files=tuple(key_files), key_selection=selection,
+                           cut_cache=str(cut_cache_folder()) if command else "")
 
 
 def apply_prepared(record: JobRecord, prepared: PreparedInputs) -> None:
@@ -281,14 +301,55 @@ def apply_prepared(record: JobRecord, prepared: PreparedInputs) -> None:
                                          if role != "video"})
     if prepared.audio is not None:  # cut in the background: now its exact length is known
         record.owner["audio_seconds"] = prepared.audio.duration
-    add_video(record, prepared.video)
+    add_video(record, prepared.video, prepared.video_key)
 
 
-def add_video(record: JobRecord, video: media.PreparedMedia) -> None:
-    """Complete a record with its prepared video: path, content hash, fingerprint and price."""
+def cut_cache_folder() -> Path:
+    """Where cuts are kept by their content key, so an identical job never cuts (nor uploads) again.
+
+    Cuts made more than ``CUT_CACHE_DAYS`` ago are deleted. A cut is never touched: its
+    modification time is part of how an earlier upload of it is recognised.
+    """
+    folder = user_folder("cuts")
+    limit = time.time() - CUT_CACHE_DAYS * 86400
+    for old in folder.glob("*.mp4"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < limit:
+                old.unlink()
+    return folder
+
+
+def cached_cut_path(video_key: str) -> str:
+    return str(cut_cache_folder() / f"{video_key}.mp4")
+
+
+def _check_upload_size(path: str, what: str) -> None:
+    size = os.path.getsize(path)
+    if size > MAX_UPLOAD_BYTES:
+        raise media.MediaError(f"The {what} is {size / 1024**3:.1f} GiB and the service takes at most "
+                               f"{MAX_UPLOAD_BYTES / 1024**3:.0f} GiB per file; shorten it, then Generate again.")
+
+
+def check_sendable(prepared: media.PreparedMedia, what: str) -> None:
+    """Refuse, in one sentence and before any upload, an input the service would fail on."""
+    if prepared.duration <= 0 or (prepared.fps > 0 and prepared.frames < 1):
+        raise media.MediaError(f"The {what} is empty (it lasts 0 seconds); choose one that plays, "
+                               "then Generate again.")
+    if os.path.exists(prepared.path):  # else a cut still to be made (a visible range: far below the limit)
+        _check_upload_size(prepared.path, what)
+
+
+def add_video(record: JobRecord, video: media.PreparedMedia, video_key: str) -> None:
+    """Complete a record with its prepared video: path, content hashes, fingerprint and price.
+
+    ``video_key`` identifies what the artist chose (the source's content and its range); the
+    fingerprint of what is paid for comes from it, never from the bytes of a cut.
+    """
+    check_sendable(video, "video")
     record.video = video.path
     record.owner.update(video_seconds=video.duration, source_fps=video.fps)
     record.owner["input_sha256"]["video"] = video.sha256
+    record.owner["input_key"] = {**record.owner["input_sha256"], "video": video_key}
     record.owner["fingerprint"] = fingerprint(record)
     billed = record.owner.get("audio_seconds") or video.duration
     record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)

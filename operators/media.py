@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib
+import math
 import os
 import pathlib
 import re
@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 import bpy
 
+from ..newport_api import content
 from . import compat, cut_audio, cut_video
 from .cut_audio import CutAudioRequest
 from .cut_video import CutError, CutRequest, ProgressCallback, StripSpan, source_range
@@ -52,11 +53,8 @@ class PreparedMedia:
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's SHA-256, remembered while it is unchanged (see ``newport_api.content``)."""
+    return content.file_sha256(path)
 
 
 # --- ISO base media (mp4/mov) video track: frame count and rate without decoding -------------
@@ -85,9 +83,9 @@ def _track_boxes(stream: BinaryIO, offset: int, size: int, found: dict[bytes, by
     for kind, payload, length in list(_boxes(stream, offset + size)):
         if kind in _CONTAINER_BOXES:
             _track_boxes(stream, payload, length, found)
-        elif kind in (b"hdlr", b"mdhd", b"stsz"):
+        elif kind in (b"hdlr", b"mdhd", b"stsz", b"tkhd"):
             stream.seek(payload)
-            found[kind] = stream.read(min(length, 64))  # the fields read sit at the start
+            found[kind] = stream.read(min(length, 96))  # the fields read sit at the start
 
 
 def _video_track_timing(found: dict[bytes, bytes]) -> tuple[int, float] | None:
@@ -105,8 +103,25 @@ def _video_track_timing(found: dict[bytes, bytes]) -> tuple[int, float] | None:
     return frames, frames * timescale / duration  # in one division: 25 fps stays exactly 25.0
 
 
+def _track_turn(tkhd: bytes) -> tuple[int, int, int] | None:
+    """(degrees the player turns the picture, stored width, stored height) from a track header."""
+    matrix_at = 52 if tkhd[:1] == b"\x01" else 40
+    if len(tkhd) < matrix_at + 44:
+        return None
+    a, b = struct.unpack(">ii", tkhd[matrix_at:matrix_at + 8])
+    width, height = struct.unpack(">II", tkhd[matrix_at + 36:matrix_at + 44])
+    return round(math.degrees(math.atan2(b, a))) % 360, width >> 16, height >> 16
+
+
+@dataclass(frozen=True)
+class _TrackFacts:
+    frames: int
+    fps: float
+    turn: tuple[int, int, int] | None
+
+
 @functools.lru_cache(maxsize=64)
-def _cached_track_info(path: str, modified: float, size: int) -> tuple[int, float] | None:
+def _cached_track_facts(path: str, modified: float, size: int) -> _TrackFacts | None:
     try:
         with open(path, "rb") as stream:
             for kind, payload, length in list(_boxes(stream, size)):
@@ -119,10 +134,18 @@ def _cached_track_info(path: str, modified: float, size: int) -> tuple[int, floa
                         _track_boxes(stream, track, track_length, found)
                     timing = _video_track_timing(found)
                     if timing:
-                        return timing
+                        return _TrackFacts(*timing, turn=_track_turn(found.get(b"tkhd", b"")))
     except (OSError, struct.error, IndexError):
         return None
     return None
+
+
+def _track_facts(path: str) -> _TrackFacts | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return _cached_track_facts(path, status.st_mtime, status.st_size)
 
 
 def video_track_info(path: str) -> tuple[int, float] | None:
@@ -131,11 +154,8 @@ def video_track_info(path: str) -> tuple[int, float] | None:
     Reads only the few header fields it needs, and remembers the answer while the file
     is unchanged: the panel asks on every redraw.
     """
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return _cached_track_info(path, status.st_mtime, status.st_size)
+    facts = _track_facts(path)
+    return (facts.frames, facts.fps) if facts else None
 
 
 # --- Movie strips ----------------------------------------------------------------------------------
@@ -145,23 +165,43 @@ def _strip_file(strip: Any, filepath: str) -> str:
     return os.path.normpath(bpy.path.abspath(filepath, library=strip.id_data.library))
 
 
+def is_image_sequence(strip: Any) -> bool:
+    return strip is not None and strip.type == "IMAGE"
+
+
+def is_video_strip(strip: Any) -> bool:
+    """A strip whose pictures can be sent: a movie, or an image sequence (cut to H.264 like a movie)."""
+    return compat.is_movie(strip) or is_image_sequence(strip)
+
+
 def _require_movie(strip: Any) -> None:
-    if not compat.is_movie(strip):
+    if not is_video_strip(strip):
         kind = getattr(strip, "type", "missing").replace("_", " ").lower()
         raise MediaError(f"“{getattr(strip, 'name', '')}” is not a movie strip ({kind}); "
-                         "choose a movie strip as the video source.")
+                         "choose a movie strip or an image sequence as the video source.")
+
+
+def _image_path(strip: Any, index: int = 0) -> str:
+    return _strip_file(strip, os.path.join(strip.directory, strip.elements[index].filename))
+
+
+def video_file(strip: Any) -> str:
+    """The movie's file, or an image sequence's first image (which may be missing)."""
+    _require_movie(strip)
+    return _image_path(strip) if is_image_sequence(strip) else _strip_file(strip, strip.filepath)
 
 
 def _movie_path(strip: Any) -> str:
-    _require_movie(strip)
-    path = _strip_file(strip, strip.filepath)
+    path = video_file(strip)
     if not os.path.isfile(path):
         raise MediaError(f"The movie file of “{strip.name}” is missing: {path}")
     return path
 
 
 def strip_source_fps(strip: Any) -> float:
-    """The frame rate of the strip's movie file (not the scene's)."""
+    """The frame rate of the strip's movie file (not the scene's); an image sequence plays at the scene's."""
+    if is_image_sequence(strip):
+        return compat.scene_fps(strip.id_data)
     fps = float(getattr(strip, "fps", 0.0) or 0.0)
     if fps <= 0.0 and len(strip.elements):
         fps = float(strip.elements[0].orig_fps)
@@ -179,6 +219,8 @@ def strip_span(strip: Any) -> StripSpan:
 
 def _source_frame_count(strip: Any, span: StripSpan) -> int:
     """The movie's frame count, from the file; unreadable files are taken as played 1:1."""
+    if is_image_sequence(strip):
+        return len(strip.elements)
     info = video_track_info(_strip_file(strip, strip.filepath))
     if info:
         return info[0]
@@ -215,6 +257,8 @@ def visible_seconds(strip: Any, scene: bpy.types.Scene) -> float:
 def needs_cut(strip: Any, scene: bpy.types.Scene) -> bool:
     """False when the strip shows its whole file and the service takes that file as it is."""
     _require_movie(strip)
+    if is_image_sequence(strip):
+        return True
     shows_whole_file = (strip.frame_offset_start <= 0 and strip.frame_offset_end <= 0
                         and strip.animation_offset_start == 0 and strip.animation_offset_end == 0)
     suffix = pathlib.Path(strip.filepath).suffix.lower()
@@ -225,16 +269,100 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "strip"
 
 
-def _cut_request(strip: Any, work_dir: str) -> CutRequest:
+def _image_size(path: str) -> tuple[int, int]:
+    """An image's size as Blender reads it (0, 0 when it cannot), leaving no image behind."""
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError:
+        return 0, 0
+    try:
+        return tuple(image.size)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def _picture_size(strip: Any, source: str) -> tuple[int, int]:
+    element = strip.elements[0] if len(strip.elements) else None
+    if element is not None and element.orig_width > 0:
+        return element.orig_width, element.orig_height
+    return _image_size(source) if is_image_sequence(strip) else (0, 0)
+
+
+def _refuse_unsendable_picture(strip: Any, source: str, size: tuple[int, int]) -> None:
+    """One sentence for pictures an H.264 cut cannot carry as the artist sees them."""
+    width, height = size
+    if width % 2 or height % 2:
+        raise MediaError(f"“{strip.name}” is {width}×{height} and an H.264 MP4 needs an even width and "
+                         "height, so render or export it at an even size, then Generate again.")
+    facts = None if is_image_sequence(strip) else _track_facts(source)
+    turn = facts.turn if facts else None
+    if turn and turn[0] % 180 == 90 and (width, height) == turn[1:]:
+        raise MediaError(f"This Blender shows “{strip.name}” sideways because it ignores the rotation stored "
+                         "in the file; rotate the clip in a video editor or use Blender 4.5 or later.")
+    if facts and facts.frames != _blender_frame_count(source):
+        raise MediaError(f"“{strip.name}” has a variable frame rate, which Blender shows with repeated frames "
+                         "that would be sent as new ones; convert it to a constant frame rate first.")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_blender_frame_count(path: str, modified: float, size: int) -> int:
+    scene = bpy.data.scenes.new("Talking Face probe")
+    try:
+        return compat.new_movie(scene, "probe", path, channel=1, frame_start=1).frame_duration
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
+def _blender_frame_count(path: str) -> int:
+    """How many frames Blender shows of a movie: by time at its rate, so a variable rate gains frames."""
+    status = os.stat(path)
+    return _cached_blender_frame_count(path, status.st_mtime, status.st_size)
+
+
+def _image_list(strip: Any, work_dir: str) -> str:
+    """A file naming the sequence's images, one a line: too many for a command line."""
+    listing = pathlib.Path(work_dir) / f"{_slug(strip.name)}_images.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"{element.filename}\n" for element in strip.elements), encoding="utf-8")
+    return str(listing)
+
+
+def video_selection(strip: Any, scene: bpy.types.Scene) -> tuple[list[str], dict[str, Any]]:
+    """The files the strip's video comes from and what is taken from them, as plain data.
+
+    Cheap (no hashing): ``content.selection_key(*video_selection(...))`` turns it into the
+    video's content key, and may run in a worker thread.
+    """
+    source = _movie_path(strip)
+    if not needs_cut(strip, scene):
+        return [source], {"whole_file": True}
+    first, end = _visible_source_frames(strip)
+    selection = {"frames": [first, end], "fps": round(strip_source_fps(strip), 6),
+                 "size": list(_picture_size(strip, source)), "colorspace": strip.colorspace_settings.name}
+    if is_image_sequence(strip):
+        return [_image_path(strip, index) for index in range(first, end)], selection
+    return [source], selection
+
+
+def video_key(strip: Any, scene: bpy.types.Scene) -> str:
+    """The content key of what the strip shows: equal keys send equal pictures (hashes the source)."""
+    try:
+        return content.selection_key(*video_selection(strip, scene))
+    except OSError as error:
+        raise MediaError(f"The movie file of “{strip.name}” cannot be read: {error.strerror}.") from error
+
+
+def _cut_request(strip: Any, work_dir: str, output: str = "") -> CutRequest:
     source = _movie_path(strip)
     span = strip_span(strip)
-    element = strip.elements[0] if len(strip.elements) else None
-    if element is None or element.orig_width <= 0 or strip_source_fps(strip) <= 0:
+    size = _picture_size(strip, source)
+    if size[0] <= 0 or strip_source_fps(strip) <= 0:
         raise MediaError(f"Blender cannot read the movie of “{strip.name}”: {source}")
-    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}.mp4"
+    _refuse_unsendable_picture(strip, source, size)
+    output = output or str(pathlib.Path(work_dir) / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}.mp4")
     return CutRequest(source=source, output=str(output), fps=strip_source_fps(strip),
-                      width=element.orig_width, height=element.orig_height, span=span,
-                      colorspace=strip.colorspace_settings.name)
+                      width=size[0], height=size[1], span=span, colorspace=strip.colorspace_settings.name,
+                      images=_image_list(strip, work_dir) if is_image_sequence(strip) else "")
 
 
 def describe_video(path: str, *, is_source_file: bool) -> PreparedMedia:
@@ -249,6 +377,9 @@ def describe_video(path: str, *, is_source_file: bool) -> PreparedMedia:
 
 def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
     """The untouched source; files whose track cannot be parsed (fragmented mp4) are timed by Blender."""
+    if _picture_size(strip, path)[0] <= 0 or strip.frame_duration < 1:
+        raise MediaError(f"Blender cannot decode any frame of “{strip.name}” ({path}); "
+                         "check the file plays, then Generate again.")
     if video_track_info(path) is not None:
         return describe_video(path, is_source_file=True)
     first, end = _visible_source_frames(strip)
@@ -258,16 +389,19 @@ def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
 
 
 def prepare_video(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                  on_progress: ProgressCallback | None = None) -> PreparedMedia:
+                  on_progress: ProgressCallback | None = None, cut_output: str = "") -> PreparedMedia:
     """The video to upload, cut in this process (blocks: for background mode and tests).
 
     ``on_progress(done, total)`` is called after each frame of a cut. ``scene`` is left
-    exactly as it was: the cut renders a temporary scene of its own.
+    exactly as it was: the cut renders a temporary scene of its own. ``cut_output``: where
+    the cut goes; a finished file already there is that cut, and is used as it is.
     """
     source = _movie_path(strip)
     if not needs_cut(strip, scene):
         return _describe_source_file(strip, source)
-    request = _cut_request(strip, work_dir)
+    request = _cut_request(strip, work_dir, cut_output)
+    if cut_output and video_track_info(cut_output) is not None:
+        return describe_video(cut_output, is_source_file=False)
     try:
         cut_video.render_cut(request, on_progress=on_progress)
     except CutError as error:
@@ -282,7 +416,7 @@ def background_cut_available() -> bool:
 
 
 def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                      blender: str = "") -> tuple[list[str], str]:
+                      blender: str = "", output: str = "") -> tuple[list[str], str]:
     """The command line of a background Blender that cuts the strip, and the file it writes.
 
     ``blender`` defaults to ``bpy.app.binary_path``, which is empty in the bpy module: check
@@ -293,7 +427,7 @@ def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
     program = blender or bpy.app.binary_path
     if not program:
         raise MediaError("This Blender has no program to cut the video in the background.")
-    request = _cut_request(strip, work_dir)
+    request = _cut_request(strip, work_dir, output)
     command = [program, "-b", "--factory-startup", "--python-exit-code", "1",
                "--python", str(CUT_SCRIPT), "--", *request.to_args()]
     return command, request.output

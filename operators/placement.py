@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,11 @@ from .media import video_track_info
 
 JOB_PROPERTY = "talking_face_job"
 MAX_CHANNEL = 128
+RESULTS_NEXT_TO_BLEND = "talking_face"  # where an unsaved file's results go when it is first saved
+# How a strip looks, beyond its pixels: what the result takes over from its source.
+LOOK_PROPERTIES = ("use_flip_x", "use_flip_y", "blend_type", "blend_alpha", "color_saturation", "color_multiply",
+                   "use_float", "alpha_mode")
+TRANSFORM_KEPT = ("offset_x", "offset_y", "rotation", "origin", "filter")
 
 
 class PlacementError(Exception):
@@ -136,9 +142,13 @@ def _scene_settings_kept(scene: bpy.types.Scene) -> Iterator[None]:
 
 
 def _add_with_data_api(scene: bpy.types.Scene, video_path: str, slot: _Slot, name: str) -> Any | None:
-    """The movie strip via ``new_movie`` when that gives the right length, else None (nothing left)."""
+    """The movie strip via ``new_movie`` when that gives the right length, else None (nothing left).
+
+    ``new_movie`` places the clip frame for frame: right only when it lasts exactly as long
+    as the clip in scene frames (off by one means another rate, which drifts).
+    """
     movie = compat.new_movie(scene, name, video_path, channel=slot.movie_channel, frame_start=slot.start)
-    if abs(movie.frame_final_duration - slot.length) <= 1:
+    if movie.frame_final_duration == slot.length:
         return movie
     compat.strips(scene).remove(movie)
     return None
@@ -164,7 +174,18 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     if result != {"FINISHED"} or len(added) != 1 or not compat.is_movie(added[0]):
         raise PlacementError(f"Blender could not add the result video {video_path} to the sequencer.")
     added[0].name = name
+    _round_length(added[0], slot.length)
     return added[0]
+
+
+def _round_length(movie: Any, length: int) -> None:
+    """The stretched clip's length rounded to the nearest scene frame, as its sound's is.
+
+    Blender rounds a stretched clip's length down (8.8 scene frames give 8): the last frame
+    is held for the fraction instead, so the picture lasts as long as the clip.
+    """
+    if abs(movie.frame_final_duration - length) == 1:
+        movie.frame_final_duration = length
 
 
 def _add_sound(scene: bpy.types.Scene, path: str, slot: _Slot, name: str) -> Any | None:
@@ -180,6 +201,142 @@ def _add_strips(scene: bpy.types.Scene, video_path: str, audio_path: str, slot: 
         movie = _add_with_operator(scene, video_path, slot, name)
     sound = _add_sound(scene, audio_path, slot, f"{name} sound") if audio_path else None
     return [movie, sound] if sound is not None else [movie]
+
+
+def _copy_curve_mapping(source: Any, target: Any) -> None:
+    for source_curve, target_curve in zip(source.curves, target.curves, strict=False):
+        points = target_curve.points
+        while len(points) > len(source_curve.points):
+            points.remove(points[-1])
+        while len(points) < len(source_curve.points):
+            points.new(0.0, 0.0)
+        for source_point, target_point in zip(source_curve.points, points, strict=True):
+            target_point.location = source_point.location
+            target_point.handle_type = source_point.handle_type
+    target.update()
+
+
+def _copy_properties(source: Any, target: Any) -> None:
+    """Every writable setting of an RNA struct, nested settings (not data-blocks) included."""
+    if isinstance(source, bpy.types.CurveMapping):
+        _copy_curve_mapping(source, target)
+    for prop in source.bl_rna.properties:
+        name = prop.identifier
+        if name in {"rna_type", "name", "type"} or prop.type == "COLLECTION":
+            continue
+        value = getattr(source, name)
+        if prop.type == "POINTER" and prop.is_readonly:
+            if value is not None and not isinstance(value, bpy.types.ID):
+                _copy_properties(value, getattr(target, name))
+            continue
+        if not prop.is_readonly:
+            with contextlib.suppress(AttributeError, TypeError, ValueError, RuntimeError):
+                setattr(target, name, value)
+
+
+def _picture_width_height(strip: Any) -> tuple[int, int]:
+    element = strip.elements[0] if len(getattr(strip, "elements", ())) else None
+    return (element.orig_width, element.orig_height) if element is not None else (0, 0)
+
+
+def inherit_look(source: Any, result: Any) -> None:
+    """Frame the result as its source is framed: transform, crop, mirror, blending, colour and modifiers.
+
+    A result of another size than its source's picture is scaled (and its crop converted)
+    so that it covers exactly what the source covers.
+    """
+    if not hasattr(source, "transform"):  # a sound strip has no picture to frame
+        return
+    source_size, result_size = _picture_width_height(source), _picture_width_height(result)
+    factors = [(s / r) if s > 0 and r > 0 else 1.0 for s, r in zip(source_size, result_size, strict=True)]
+    for name in TRANSFORM_KEPT:
+        if hasattr(source.transform, name):
+            setattr(result.transform, name, getattr(source.transform, name))
+    result.transform.scale_x = source.transform.scale_x * factors[0]
+    result.transform.scale_y = source.transform.scale_y * factors[1]
+    for name, factor in (("min_x", factors[0]), ("max_x", factors[0]), ("min_y", factors[1]), ("max_y", factors[1])):
+        setattr(result.crop, name, round(getattr(source.crop, name) / factor))
+    for name in LOOK_PROPERTIES:
+        if hasattr(source, name) and hasattr(result, name):
+            setattr(result, name, getattr(source, name))
+    with contextlib.suppress(AttributeError, TypeError, ValueError):  # effect strips have no colour space
+        result.colorspace_settings.name = source.colorspace_settings.name
+    if len(source.modifiers):
+        with _modifiers_editable(result.id_data):
+            for modifier in source.modifiers:
+                _copy_properties(modifier, result.modifiers.new(name=modifier.name, type=modifier.type))
+
+
+@contextlib.contextmanager
+def _modifiers_editable(scene: bpy.types.Scene) -> Iterator[None]:
+    """On 5.0, ``modifiers.new`` crashes Blender while the workspace has no sequencer scene (measured on
+    the 5.0.1 wheel): point it at ``scene`` for the call, then put it back."""
+    workspace = bpy.context.window.workspace if bpy.context.window else bpy.context.workspace
+    if not compat.uses_sequencer_scene() or workspace is None:
+        yield
+        return
+    previous = workspace.sequencer_scene
+    workspace.sequencer_scene = scene
+    try:
+        yield
+    finally:
+        workspace.sequencer_scene = previous
+
+
+def _blend_relative(path: str, blend_path: str) -> str:
+    """``//…`` relative to the .blend when it is saved (and on the same drive), else the path as it is."""
+    if not blend_path:
+        return path
+    try:
+        return "//" + os.path.relpath(path, os.path.dirname(blend_path)).replace(os.sep, "/")
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def _media_owner(strip: Any) -> Any:
+    """What holds a strip's file path: the strip for movies, its sound data-block for sounds."""
+    return strip.sound if compat.is_sound(strip) else strip
+
+
+def _make_paths_relative(added: list[Any], blend_path: str) -> None:
+    for strip in added:
+        owner = _media_owner(strip)
+        if owner is not None:
+            owner.filepath = _blend_relative(bpy.path.abspath(owner.filepath), blend_path)
+
+
+def _unique_path(folder: str, name: str) -> str:
+    stem, suffix = os.path.splitext(name)
+    candidate, number = os.path.join(folder, name), 1
+    while os.path.exists(candidate):
+        candidate, number = os.path.join(folder, f"{stem}_{number}{suffix}"), number + 1
+    return candidate
+
+
+def move_results_next_to(blend_path: str, user_results: str) -> dict[str, str]:
+    """Move results kept under ``user_results`` into a folder beside ``blend_path``; {old path: new path}.
+
+    For a ``save_pre`` handler (which gets the path being saved): an unsaved file's results
+    live under the extension's user folder, which Blender deletes with the extension. The
+    strips are pointed at the moved files, relative to the .blend, before it is written.
+    """
+    if not blend_path:
+        return {}
+    keep = os.path.realpath(user_results)
+    target = os.path.join(os.path.dirname(blend_path), RESULTS_NEXT_TO_BLEND)
+    moved: dict[str, str] = {}
+    for scene in bpy.data.scenes:
+        for strip in compat.all_strips(scene):
+            owner = _media_owner(strip) if strip.get(JOB_PROPERTY) else None
+            if owner is None:
+                continue
+            path = os.path.realpath(bpy.path.abspath(owner.filepath))
+            if path not in moved and os.path.commonpath([path, keep]) == keep and os.path.isfile(path):
+                os.makedirs(target, exist_ok=True)
+                moved[path] = shutil.move(path, _unique_path(target, os.path.basename(path)))
+            if path in moved:
+                owner.filepath = _blend_relative(moved[path], blend_path)
+    return moved
 
 
 def _finish(scene: bpy.types.Scene, added: list[Any], name: str, job_id: str) -> list[str]:
@@ -220,6 +377,8 @@ def place_result(scene: bpy.types.Scene, source_strip_name: str, video_path: str
     slot = _plan_slot(scene, sources, length, sound_length=round(_sound_seconds(audio_path) * fps))
     with _scene_settings_kept(scene):
         added = _add_strips(scene, video_path, audio_path if slot.sound_channel else "", slot, name)
+    inherit_look(sources[0], added[0])
+    _make_paths_relative(added, bpy.data.filepath)
     new_names = _finish(scene, added, name, job_id)
     if mute_sources:
         for source in sources:

@@ -25,7 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .media import MediaError, PreparedMedia, describe_audio, describe_video, file_sha256, parse_cut_progress
+from ..newport_api import content
+from .media import (
+    MediaError,
+    PreparedMedia,
+    describe_audio,
+    describe_video,
+    file_sha256,
+    parse_cut_progress,
+    video_track_info,
+)
 
 
 @dataclass(frozen=True)
@@ -38,17 +47,24 @@ class PreparationPlan:
     audio: str = ""  # set with ``audio_command``: the WAV it writes
     hash_roles: tuple[str, ...] = ()  # roles of ``files`` whose content hash is still unknown
     files: dict[str, str] = field(default_factory=dict)  # role -> path
+    key_files: tuple[str, ...] = ()  # the files the video is taken from (``media.video_selection``)
+    key_selection: dict[str, Any] = field(default_factory=dict)  # and what is taken from them
+    cut_cache: str = ""  # with ``cut_command``: the folder of cuts kept by their content key
 
     def to_owner(self) -> dict[str, Any]:
         return {"cut_command": list(self.cut_command), "video": self.video,
                 "audio_command": list(self.audio_command), "audio": self.audio,
-                "hash_roles": list(self.hash_roles), "files": dict(self.files)}
+                "hash_roles": list(self.hash_roles), "files": dict(self.files),
+                "key_files": list(self.key_files), "key_selection": dict(self.key_selection),
+                "cut_cache": self.cut_cache}
 
     @classmethod
     def from_owner(cls, data: dict[str, Any]) -> PreparationPlan:
         return cls(cut_command=tuple(data.get("cut_command", ())), video=data.get("video", ""),
                    audio_command=tuple(data.get("audio_command", ())), audio=data.get("audio", ""),
-                   hash_roles=tuple(data.get("hash_roles", ())), files=dict(data.get("files", {})))
+                   hash_roles=tuple(data.get("hash_roles", ())), files=dict(data.get("files", {})),
+                   key_files=tuple(data.get("key_files", ())), key_selection=dict(data.get("key_selection", {})),
+                   cut_cache=data.get("cut_cache", ""))
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ class PreparedInputs:
     video: PreparedMedia | None
     sha256: dict[str, str]
     audio: PreparedMedia | None = None
+    video_key: str = ""  # what the artist chose, by content (``content.selection_key``)
 
 
 Report = Callable[[float], None]
@@ -89,15 +106,30 @@ def _cut(command: tuple[str, ...], output: str, report: Report,
 def carry_out(plan: PreparationPlan, report: Report = lambda _fraction: None,
               started: Callable[[subprocess.Popen], None] = lambda _process: None) -> PreparedInputs:
     """Do the whole plan in this thread (bpy-free); raises ``MediaError`` with a sentence."""
+    video_key = content.selection_key(plan.key_files, plan.key_selection) if plan.key_files else ""
+    video_path = plan.video
     if plan.cut_command:
-        _cut(plan.cut_command, plan.video, report, started)
+        video_path = _cut_once(plan, video_key, report, started)
     if plan.audio_command:
         _cut(plan.audio_command, plan.audio, report, started)
-    video = describe_video(plan.video, is_source_file=not plan.cut_command) if plan.video else None
+    video = describe_video(video_path, is_source_file=not plan.cut_command) if video_path else None
     audio = describe_audio(plan.audio, is_source_file=False) if plan.audio_command else None
     hashes = {role: file_sha256(plan.files[role]) for role in plan.hash_roles}
     hashes.update({role: media.sha256 for role, media in (("video", video), ("audio", audio)) if media})
-    return PreparedInputs(video=video, sha256=hashes, audio=audio)
+    return PreparedInputs(video=video, sha256=hashes, audio=audio, video_key=video_key)
+
+
+def _cut_once(plan: PreparationPlan, video_key: str, report: Report,
+              started: Callable[[subprocess.Popen], None]) -> str:
+    """The cut of this selection: the one kept from an earlier job, else a new one, kept for the next."""
+    if not (plan.cut_cache and video_key):
+        _cut(plan.cut_command, plan.video, report, started)
+        return plan.video
+    kept = os.path.join(plan.cut_cache, f"{video_key}.mp4")
+    if video_track_info(kept) is None:
+        _cut(plan.cut_command, plan.video, report, started)
+        os.replace(plan.video, kept)  # complete before it is kept: a partial cut is never reused
+    return kept
 
 
 class PreparationTask:

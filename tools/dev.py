@@ -405,6 +405,16 @@ def build_for_tests(bpy_version: str) -> tuple[Suite, Path | None]:
 GUI_SUITE = "tests/gui (Debian's Blender 4.3, window)"
 
 
+def ensure_ffmpeg() -> Suite:
+    """ffmpeg and ffprobe, which make and check the tests' media (installed as the bench does)."""
+    step = Suite("ffmpeg for the tests' media", is_pytest=False)
+    started = time.monotonic()
+    step.exit_code = subprocess.run([sys.executable, "-c", "import setup_tools; setup_tools.ensure_tools()"],
+                                    cwd=REPO_ROOT / "bench", stdin=subprocess.DEVNULL, check=False).returncode
+    step.seconds = time.monotonic() - started
+    return step
+
+
 def blender_suites(bpy_versions: Sequence[str], keyword: str | None, gui: bool) -> list[Suite]:
     """Build the zip once, then run tests/blender against it in each bpy venv, then the GUI lane."""
     step, zip_path = build_for_tests(newest(bpy_versions or BLENDER_VERSIONS))
@@ -428,10 +438,10 @@ def test(bpy_versions: Sequence[str], keyword: str | None, quick: bool, gui: str
     started = time.monotonic()
     bpy_versions = () if quick or gui == "only" else bpy_versions
     setup(bpy_versions or ([newest(BLENDER_VERSIONS)] if gui == "only" else []))
-    suites = [] if gui == "only" else [
+    suites = [ensure_ffmpeg()] + ([] if gui == "only" else [
         run_ruff(),
         run_pytest("tests (no Blender)", venv_dir("dev"), ["tests", "--ignore=tests/blender", "--ignore=tests/gui"],
-                   keyword, child_env())]
+                   keyword, child_env())])
     if bpy_versions or gui == "only":
         suites += blender_suites(bpy_versions, keyword, gui=gui != "without" and not quick)
     if newest(BLENDER_VERSIONS) in bpy_versions and not keyword:

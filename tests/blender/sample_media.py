@@ -8,16 +8,25 @@ own decoder and turns each centre pixel back into an index.
 Sounds: a WAV whose every sample holds its own index (8 kHz, so 3 s fit in 16 bits):
 a cut's samples tell exactly which part of the file they came from.
 
+Footage: clips made by ffmpeg (``testsrc2`` with the frame number burnt in) in any size,
+rate, container and codec, and read back by ffmpeg: the oracle for cuts is a decoder that
+is not Blender's.
+
 Everything uses the installed extension's ``compat`` (passed in), never the repo's files.
 """
 
 from __future__ import annotations
 
 import array
+import dataclasses
+import json
 import math
 import pathlib
+import shutil
+import subprocess
 import wave
 from types import ModuleType
+from typing import Any
 
 import bpy
 
@@ -151,3 +160,116 @@ def _centre_colour(png: pathlib.Path) -> tuple[int, int, int]:
         return tuple(round(value * 255) for value in image.pixels[offset:offset + 3])
     finally:
         bpy.data.images.remove(image)
+
+
+# --- Footage made by ffmpeg, read back by ffmpeg (the oracle: never the code under test) ------------
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+FFMPEG_MISSING = ("ffmpeg and ffprobe are needed to make and check test footage: "
+                  "`python3 tools/dev.py test` installs Debian's ffmpeg, or run apt-get install -y ffmpeg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Footage:
+    """A clip for the matrix: ``testsrc2`` (moving, coloured, structured) with its frame number burnt in."""
+
+    name: str
+    size: tuple[int, int]
+    rate: str  # as ffmpeg takes it: "30000/1001"
+    frames: int
+    suffix: str = ".mp4"
+    codec: tuple[str, ...] = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
+    sar: str = "1/1"
+    rotate: int = 0  # degrees of rotation metadata (a phone held upright)
+    image_sequence: bool = False
+    vfr: bool = False  # every other frame dropped after the tenth, timestamps kept: a variable rate
+
+    @property
+    def fps(self) -> float:
+        numerator, _, denominator = self.rate.partition("/")
+        return int(numerator) / int(denominator or 1)
+
+
+def require_ffmpeg() -> None:
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        raise AssertionError(FFMPEG_MISSING)
+
+
+def _ffmpeg(*arguments: str) -> bytes:
+    done = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *arguments],
+                          capture_output=True, check=False)
+    assert done.returncode == 0, f"ffmpeg {' '.join(arguments)} failed: {done.stderr.decode(errors='replace')}"
+    return done.stdout
+
+
+def make_footage(clip: Footage, folder: pathlib.Path) -> pathlib.Path:
+    """The clip as a file (or, for an image sequence, its first image), made by ffmpeg."""
+    require_ffmpeg()
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = clip.size
+    font_size = max(16, min(width, height) // 6)
+    # testsrc2 makes even sizes only: an odd one is cut from the next even one, in RGB.
+    odd = f",format=rgb24,crop={width}:{height}:0:0" if width % 2 or height % 2 else ""
+    pattern = (f"testsrc2=size={width + width % 2}x{height + height % 2}:rate={clip.rate},"
+               f"drawtext=fontfile={FONT}:text='%{{n}}':fontsize={font_size}:fontcolor=white:"
+               f"box=1:boxcolor=black:x=w/8:y=h/8{odd},setsar={clip.sar}")
+    if clip.vfr:
+        pattern += ",select='lt(n\\,10)+not(mod(n\\,2))'"
+    source = ["-f", "lavfi", "-i", pattern, "-frames:v", str(clip.frames), *(("-fps_mode", "vfr") if clip.vfr else ())]
+    if clip.image_sequence:
+        sequence = folder / clip.name
+        sequence.mkdir(exist_ok=True)
+        _ffmpeg(*source, "-start_number", "1", str(sequence / "render_%04d.png"))
+        return sequence / "render_0001.png"
+    path = folder / f"{clip.name}{clip.suffix}"
+    if not clip.rotate:
+        _ffmpeg(*source, *clip.codec, str(path))
+        return path
+    upright = folder / f"{clip.name}_unrotated{clip.suffix}"
+    _ffmpeg(*source, *clip.codec, str(upright))
+    _ffmpeg("-i", str(upright), "-c", "copy", "-metadata:s:v:0", f"rotate={clip.rotate}", str(path))
+    return path
+
+
+def probe_video(path: pathlib.Path) -> dict[str, Any]:
+    """ffprobe's view of the first video stream, with its frames counted by decoding them."""
+    require_ffmpeg()
+    entries = "stream=width,height,nb_read_frames,sample_aspect_ratio,r_frame_rate,avg_frame_rate,codec_name"
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+                           "-show_entries", entries, "-of", "json", str(path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"ffprobe {path} failed: {done.stderr}"
+    return json.loads(done.stdout)["streams"][0]
+
+
+def decoded_frame(path: pathlib.Path, index: int, *, rotate: bool = True, chroma_420: bool = False) -> Any:
+    """Frame ``index`` (0-based, in decoding order) as an RGB array decoded by ffmpeg.
+
+    ``rotate``: apply the file's rotation metadata, as a player does (and as Blender 4.5+ does).
+    ``chroma_420``: through ffmpeg's own 4:2:0 conversion first, the best an H.264 4:2:0 copy
+    of an RGB or 4:4:4 picture can be (testsrc2's sharp colour edges lose ~15 dB there).
+    """
+    import numpy
+
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height:stream_side_data=rotation", "-of", "json", str(path)],
+                           capture_output=True, text=True, check=True)
+    stream = json.loads(probe.stdout)["streams"][0]
+    width, height = stream["width"], stream["height"]
+    turned = any(abs(int(side.get("rotation", 0))) % 180 == 90 for side in stream.get("side_data_list", []))
+    if rotate and turned:
+        width, height = height, width
+    raw = _ffmpeg(*(() if rotate else ("-noautorotate",)), "-i", str(path),
+                  "-vf", f"select=eq(n\\,{index})" + (",format=yuv420p" if chroma_420 else ""), "-frames:v", "1", "-vsync", "passthrough",
+                  "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
+    assert len(raw) == width * height * 3, f"{path} has no frame {index}"
+    return numpy.frombuffer(raw, dtype=numpy.uint8).reshape(height, width, 3)
+
+
+def psnr(first: Any, second: Any) -> float:
+    """Peak signal-to-noise ratio of two 8-bit RGB frames of the same size, in dB."""
+    import numpy
+
+    assert first.shape == second.shape, f"frames differ in size: {first.shape} vs {second.shape}"
+    error = numpy.mean((first.astype(numpy.float64) - second.astype(numpy.float64)) ** 2)
+    return math.inf if error == 0 else 10 * math.log10(255.0 ** 2 / error)
