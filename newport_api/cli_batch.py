@@ -66,7 +66,6 @@ COLUMN_FLAGS = {column: column for column in COLUMNS}  # a row's refusal names t
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "n", "off"})
 EVENT_WAIT = 0.2  # seconds: how long the main thread waits for an event before it looks again (Ctrl-C)
-PHASE_NAMES = frozenset(phase.value for phase in Phase)
 REPORTED_AT_THE_END = frozenset({Phase.DOWNLOADED.value, Phase.FAILED.value, Phase.CANCELLED.value})
 
 
@@ -370,12 +369,12 @@ class BatchQueue:
             self.store.release(plan.key)
             self._finish(Outcome(row, "failed", EXIT_REFUSED, str(refusal), "submit_uncertain"))
             return
-        message = (f"continuing task {record.task_id} (not paid again)" if record.task_id
-                   else record.message or record.phase.label)
+        continuing = f"continuing task {record.task_id} (not paid again)" if record.task_id else ""
         snapshot = record.to_dict()  # the thread owns the record from its start
         self.worker.start(record)
         self.running[plan.key] = Running(row, snapshot, snapshot["phase"], snapshot["task_id"])
-        self.report.job(row, snapshot["phase"], message, snapshot["task_id"])
+        self.report.job(row, snapshot["phase"], continuing or record.message or record.phase.label,
+                        snapshot["task_id"], aside=continuing)
 
     def _take_event(self, timeout: float) -> None:
         try:
@@ -412,10 +411,11 @@ class BatchQueue:
 
     def _stop(self) -> None:
         """Ctrl-C: start nothing more; let a submit in flight be answered; stop the rest where they resume."""
-        self.report.note("Stopping: the jobs that started are saved where they are (Ctrl-C again to stop "
-                         "without waiting for a submit's answer)…")
         self.outcomes += [Outcome(row, "not started", EXIT_INTERRUPTED) for row in self.waiting]
         self.waiting.clear()
+        if any(run.submit_unconfirmed for run in self.running.values()):
+            # Stopping now would leave a submit of unknown fate; the answer takes a moment.
+            self.report.note("Waiting for Newport AI to confirm a submit (Ctrl-C again to stop at once)…")
         with contextlib.suppress(KeyboardInterrupt):
             while any(run.submit_unconfirmed for run in self.running.values()):
                 self._take_event(0.1)
@@ -455,13 +455,13 @@ class BatchReport:
     def name(self, row: Row) -> str:
         return f"row {row.number}/{self.total} ({Path(row.output).name or '?'})"
 
-    def job(self, row: Row, phase: str, message: str, task_id: str) -> None:
+    def job(self, row: Row, phase: str, message: str, task_id: str, aside: str = "") -> None:
+        """A row's job changed phase (or got its task id); ``aside`` is said after the phase's name."""
         self.out.emit({"event": "job", "row": row.number, "output": row.output, "phase": phase,
                        "task_id": task_id or None, "message": message})
         if not self.out.json_mode:
-            label = Phase(phase).label if phase in PHASE_NAMES else phase
-            task = f" — task {task_id}" if task_id and phase == Phase.QUEUED.value else ""
-            self.out.note(f"{self.name(row)}: {label}{task}")
+            aside = aside or (f"task {task_id}" if task_id and phase == Phase.QUEUED.value else "")
+            self.out.note(f"{self.name(row)}: {Phase(phase).label}" + (f" — {aside}" if aside else ""))
 
     def invalid(self, outcome: Outcome) -> None:
         self.out.note(f"error: {outcome.message}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from cli_media import FFMPEG, NO_FFMPEG, write_movie, write_tone
-from conftest import env_with_key
+from conftest import API_KEY, env_with_key
 from test_cli import WAIT_SECONDS, json_lines, wait_for
 
 from newport_api.sandbox import Sandbox
@@ -235,3 +235,42 @@ def test_skip_invalid_runs_the_valid_rows_and_names_the_others(media, project, t
     assert sorted(submitted_rows(sandbox)) == [1, 4]
     for number in (1, 4):
         assert (project / "dub" / f"shot{number}.mp4").read_bytes() == (media / f"shot{number}.mp4").read_bytes()
+
+
+def test_too_few_credits_for_the_whole_batch_refuse_it_before_any_upload(project, tmp_path, env):
+    manifest = write_csv(project / "shots.csv", [shot_row(n) for n in range(1, 5)])
+    with Sandbox(credits=3) as sandbox:  # each row alone fits (1 s of audio: 1 credit); the four do not
+        result = run_batch(batch_command(sandbox, manifest), env, cwd=tmp_path)
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.strip() == ("error: The rows to make need about 4 credits but the account has 3 — top "
+                                         "up your Newport AI account or run fewer rows, then run the same command "
+                                         "again.")
+        assert {request.phase for request in sandbox.requests} == {"credits"}
+
+
+def test_a_rejected_key_refuses_the_batch_before_any_upload(project, tmp_path):
+    manifest = write_csv(project / "shots.csv", [shot_row(n) for n in range(1, 3)])
+    with Sandbox(api_keys=[API_KEY]) as sandbox:
+        env = env_with_key(NEWPORT_API_KEY="sk-not-this-one", TALKING_FACE_STATE_DIR=str(tmp_path / "state"))
+        result = run_batch(batch_command(sandbox, manifest), env, cwd=tmp_path)
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.strip() == ("error: Newport AI rejected the API key in NEWPORT_API_KEY — check it, "
+                                         "then run the same command again.")  # once for the batch, not per row
+        assert [request.phase for request in sandbox.requests] == ["credits"]
+
+
+def test_a_row_whose_submit_went_unanswered_is_sent_again_only_with_resubmit(media, project, tmp_path, env,
+                                                                           sandbox):
+    sandbox.inject("submit", "reset_mid_body")  # row 1's task is made, its answer lost on the way back
+    manifest = write_csv(project / "shots.csv", [shot_row(1), shot_row(2)])
+    command = batch_command(sandbox, manifest, "--parallel", "1")
+    first = run_batch(command, env, cwd=tmp_path)
+    assert first.returncode == 3, first.stderr
+    assert (project / "dub" / "shot2.mp4").read_bytes() == (media / "shot2.mp4").read_bytes()
+    second = run_batch(command, env, cwd=tmp_path)
+    assert second.returncode == 3 and "--resubmit" in second.stderr, second.stderr
+    assert sorted(submitted_rows(sandbox)) == [1, 2]
+    third = run_batch([*command, "--resubmit"], env, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert sorted(submitted_rows(sandbox)) == [1, 1, 2]
+    assert (project / "dub" / "shot1.mp4").read_bytes() == (media / "shot1.mp4").read_bytes()
