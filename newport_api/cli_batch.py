@@ -197,8 +197,10 @@ def path_value(row: Row, column: str, folder: Path) -> str:
         if column in REQUIRED_COLUMNS:
             raise Refusal(f"no {column} — every row needs video, audio and output.")
         return ""
-    if is_url(text):
+    if is_url(text) and column != "output":
         return text
+    if is_url(text):
+        raise Refusal(f"output {text}: must be a file path — the result is written on this computer.")
     path = Path(text).expanduser()
     return str(path if path.is_absolute() else folder / path)
 

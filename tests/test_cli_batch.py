@@ -274,3 +274,23 @@ def test_a_row_whose_submit_went_unanswered_is_sent_again_only_with_resubmit(med
     assert third.returncode == 0, third.stderr
     assert sorted(submitted_rows(sandbox)) == [1, 1, 2]
     assert (project / "dub" / "shot1.mp4").read_bytes() == (media / "shot1.mp4").read_bytes()
+
+
+def test_a_row_continues_the_task_a_talking_face_command_started(media, project, tmp_path, env):
+    manifest = write_csv(project / "shots.csv", [shot_row(1), shot_row(2)])
+    with Sandbox(processing_seconds=3.0) as sandbox:
+        single = [sys.executable, "-m", "newport_api", "--base-url", sandbox.base_url, "talking-face",
+                  "--video", str(project / "shots" / "shot1.mp4"), "--audio", str(project / "shots" / "line.wav"),
+                  "-o", str(tmp_path / "elsewhere.mp4")]
+        first = subprocess.Popen(single, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: sandbox.count("submit") == 1 or first.poll() is not None, "the submit")
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=WAIT_SECONDS)
+        assert first.returncode == 130, stderr
+
+        result = run_batch(batch_command(sandbox, manifest, "--json"), env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert sorted(submitted_rows(sandbox)) == [1, 2]  # row 1's job is the command's: one submit in all
+        [continued] = [e for e in json_lines(result.stdout) if e["event"] == "job" and e["row"] == 1][:1]
+        assert continued["message"].startswith(f"continuing task {continued['task_id']}"), continued
+        assert (project / "dub" / "shot1.mp4").read_bytes() == (media / "shot1.mp4").read_bytes()
