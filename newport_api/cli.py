@@ -8,7 +8,9 @@ A pipeline tool that never wastes a credit:
   Ctrl-C, a crash or a lost connection continues the same task instead of paying
   again (a partial download resumes too);
 * ``--json`` turns stdout into one JSON object per line (progress events, then the
-  result), and the exit status says what happened (``EXIT_CODES``).
+  result), and the exit status says what happened (``EXIT_CODES``);
+* ``batch MANIFEST`` runs many such jobs from a CSV or JSON manifest, a few at a
+  time (``cli_batch``).
 
 The key comes from ``NEWPORT_API_KEY`` (never from an argument, which other users
 of the machine could read in the process list).  Global options (``--base-url``,

@@ -66,6 +66,7 @@ COLUMN_FLAGS = {column: column for column in COLUMNS}  # a row's refusal names t
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "n", "off"})
 EVENT_WAIT = 0.2  # seconds: how long the main thread waits for an event before it looks again (Ctrl-C)
+STATES = ("done", "skipped", "failed", "invalid", "interrupted", "not started")  # how a row ended, in summaries
 REPORTED_AT_THE_END = frozenset({Phase.DOWNLOADED.value, Phase.FAILED.value, Phase.CANCELLED.value})
 
 
@@ -82,7 +83,7 @@ class Row:
 @dataclass
 class Outcome:
     row: Row
-    state: str  # "done", "skipped", "failed", "invalid", "interrupted" or "not started"
+    state: str  # one of STATES
     exit_code: int = EXIT_OK
     message: str = ""
     kind: str = ""
@@ -474,10 +475,10 @@ class BatchReport:
         if outcome.state == "invalid":
             return  # said by invalid() before anything ran
         if outcome.state != "not started":
-            self.out.emit({"event": "job", "row": outcome.row.number, "output": outcome.row.output,
-                           "phase": outcome.state, "task_id": outcome.task_id or None,
-                           "message": outcome.message or outcome.state, **({"kind": outcome.kind}
-                                                                           if outcome.kind else {})})
+            event = {"event": "job", "row": outcome.row.number, "output": outcome.row.output,
+                     "phase": outcome.state, "task_id": outcome.task_id or None,
+                     "message": outcome.message or outcome.state}
+            self.out.emit({**event, "kind": outcome.kind} if outcome.kind else event)
         if not self.out.json_mode and outcome.state != "not started":
             self.out.note(f"{self.name(outcome.row)}: {outcome.state}" +
                           (f" — {outcome.message}" if outcome.message else ""))
@@ -495,7 +496,7 @@ class BatchReport:
         used = sum(outcome.credits for outcome in by_state.get("done", []))
         self.out.emit({"event": "summary", "exit_code": exit_code, "rows": self.total,
                        **{state.replace(" ", "_"): [summary_entry(outcome) for outcome in by_state.get(state, [])]
-                          for state in ("done", "skipped", "failed", "invalid", "interrupted", "not started")},
+                          for state in STATES},
                        "credits_estimated": round(estimated, 2), "credits_used": round(used, 2),
                        "credits_remaining": credits_left})
         if not self.out.json_mode:
@@ -504,9 +505,7 @@ class BatchReport:
 
     def _print_summary(self, by_state: dict[str, list[Outcome]], estimated: float, used: float,
                        credits_left: float | None) -> None:
-        counts = ", ".join(f"{len(by_state[state])} {state}" for state in
-                           ("done", "skipped", "failed", "invalid", "interrupted", "not started")
-                           if by_state.get(state))
+        counts = ", ".join(f"{len(by_state[state])} {state}" for state in STATES if by_state.get(state))
         self.out.note(f"Batch of {self.total} rows: {counts}.")
         for outcome in by_state.get("failed", []) + by_state.get("invalid", []):
             self.out.note(f"  {outcome.row.where} failed: {outcome.message}" if outcome.state == "failed"
