@@ -294,3 +294,25 @@ def test_a_row_continues_the_task_a_talking_face_command_started(media, project,
         [continued] = [e for e in json_lines(result.stdout) if e["event"] == "job" and e["row"] == 1][:1]
         assert continued["message"].startswith(f"continuing task {continued['task_id']}"), continued
         assert (project / "dub" / "shot1.mp4").read_bytes() == (media / "shot1.mp4").read_bytes()
+
+
+def test_ctrl_c_during_a_submit_waits_for_its_answer_so_the_rerun_continues_it(media, project, tmp_path, env,
+                                                                             sandbox):
+    sandbox.inject("submit", "stall", seconds=2)  # row 1's submit is made, its answer comes late
+    manifest = write_csv(project / "shots.csv", [shot_row(1), shot_row(2)])
+    command = batch_command(sandbox, manifest, "--parallel", "1", "--json")
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    wait_for(lambda: sandbox.count("submit") == 1 or first.poll() is not None, "the submit")
+    first.send_signal(signal.SIGINT)
+    stdout, stderr = first.communicate(timeout=WAIT_SECONDS)
+    assert first.returncode == 130, stderr
+    assert "Waiting for Newport AI to confirm a submit" in stderr
+    [interrupted] = summary_of(stdout)["interrupted"]
+    assert interrupted["row"] == 1 and interrupted["task_id"], interrupted
+
+    again = run_batch(command, env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted(submitted_rows(sandbox)) == [1, 2]
+    for number in (1, 2):
+        assert (project / "dub" / f"shot{number}.mp4").read_bytes() == (media / f"shot{number}.mp4").read_bytes()
