@@ -8,7 +8,9 @@ A pipeline tool that never wastes a credit:
   Ctrl-C, a crash or a lost connection continues the same task instead of paying
   again (a partial download resumes too);
 * ``--json`` turns stdout into one JSON object per line (progress events, then the
-  result), and the exit status says what happened (``EXIT_CODES``).
+  result), and the exit status says what happened (``EXIT_CODES``);
+* ``batch MANIFEST`` runs many such jobs from a CSV or JSON manifest, a few at a
+  time (``cli_batch``).
 
 The key comes from ``NEWPORT_API_KEY`` (never from an argument, which other users
 of the machine could read in the process list).  Global options (``--base-url``,
@@ -29,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,6 +52,14 @@ EXIT_CODES = {
     EXIT_REFUSED: "Newport AI refused the key, the credits, the inputs or the job",
     EXIT_NETWORK: "Newport AI could not be reached or kept failing: run the same command again to continue",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C): run the same command again to continue",
+}
+BATCH_EXIT_CODES = {
+    EXIT_OK: "every row is done (made now, or its output was already there)",
+    EXIT_USAGE: "the manifest or a row is invalid: nothing was sent (with --skip-invalid: the others ran)",
+    EXIT_REFUSED: "Newport AI refused a row (or the key, or the credits for the batch); the others ran",
+    EXIT_NETWORK: "a row could not reach Newport AI (or runs in another process): run the same command again",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C): run the same command again to continue",
+    EXIT_FAILED: "an unexpected error in a row (a bug: please report it)",
 }
 STATE_DIR_ENV = "TALKING_FACE_STATE_DIR"
 NETWORK_KINDS = frozenset({"network", "service_unavailable", "tls", "still_processing"})
@@ -121,8 +132,35 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--force", action="store_true", help="overwrite -o if it exists")
     download.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
 
+    add_batch_arguments(commands.add_parser(
+        "batch", help="run every row of a manifest, a few jobs at a time (running it again continues)",
+        description="Run every row of a manifest, a few jobs at a time, in the manifest's order. Running the "
+                    "same command again continues the unfinished rows and skips the rows whose output exists.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes (the first that applies, in this order):\n" + "\n".join(
+            f"  {code:<4} {BATCH_EXIT_CODES[code]}" for code in BATCH_EXIT_PRIORITY)))
     command("credits", "show the account's remaining credits (checks the key)")
     return parser
+
+
+BATCH_EXIT_PRIORITY = (EXIT_INTERRUPTED, EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, EXIT_NETWORK, EXIT_OK)
+
+
+def add_batch_arguments(batch: argparse.ArgumentParser) -> None:
+    add_global_options(batch, with_defaults=False)
+    batch.add_argument("manifest", metavar="MANIFEST",
+                       help="a .csv with a header row, or a .json list of objects, with the columns video, audio, "
+                            "output and optionally vocals, width, height, enhance, fps (as talking-face's options); "
+                            "relative paths are relative to the manifest's folder")
+    batch.add_argument("--parallel", type=int, default=3, metavar="N",
+                       help="jobs running at once (default 3); the other rows wait in the manifest's order")
+    batch.add_argument("--skip-invalid", action="store_true",
+                       help="run the valid rows when some are invalid (default: refuse the batch, nothing sent)")
+    batch.add_argument("--force", action="store_true",
+                       help="make again the rows whose output exists (default: skip them, they are done)")
+    batch.add_argument("--resubmit", action="store_true",
+                       help="submit again the rows whose earlier submit was never confirmed (they may be paid twice)")
+    batch.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
 
 
 def default_state_dir() -> Path:
@@ -158,6 +196,10 @@ def run_command(args: argparse.Namespace, out: Reporter) -> int:
         raise Refusal("NEWPORT_API_KEY is not set — export it with your Newport AI API key (sk-…).")
     base_url = checked_base_url(args.base_url)
     ca_bundle = checked_ca_bundle(args.ca_bundle)
+    if args.command == "batch":
+        from .cli_batch import run_batch  # it builds on this module, so it is loaded only when used
+
+        return run_batch(args, api_key, base_url, ca_bundle, out)
     if args.command == "talking-face":
         plan = plan_talking_face(args, base_url)
     elif args.command == "download":
@@ -220,23 +262,50 @@ class Plan:
         self.resubmit = resubmit
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """One talking-face job as given, on the command line or in a row of a manifest."""
+
+    video: str
+    audio: str
+    output: str
+    vocals: str = ""
+    width: int = 0
+    height: int = 0
+    enhance: bool = False
+    fps: str = "25"  # "25" or "original"
+
+
+OPTION_FLAGS = {"video": "--video", "audio": "--audio", "vocals": "--vocals", "output": "-o", "width": "--width",
+                "height": "--height"}
+
+
 def plan_talking_face(args: argparse.Namespace, base_url: str) -> Plan:
-    check_size(args.width, args.height)
     check_positive("--poll-interval", args.poll_interval)
-    video = check_input("--video", args.video, "video")
-    audio = check_input("--audio", args.audio, "audio")
-    if args.vocals:
-        check_input("--vocals", args.vocals, "audio")
-    target = check_output(args.output, [args.video, args.audio, args.vocals], force=args.force)
-    options = {"base_url": base_url, "width": args.width, "height": args.height, "enhance": args.enhance,
-               "fps": args.fps}
-    key = job_key(options, {"video": args.video, "audio": args.audio, "vocals": args.vocals})
-    record = JobRecord(video=local_or_url(args.video), audio=local_or_url(args.audio),
-                       vocals=local_or_url(args.vocals), output_path=str(target), width=args.width,
-                       height=args.height, enhance=args.enhance, fps_original=args.fps == "original",
-                       estimated_credits=estimate(video, audio, args.fps == "original"), job_id=key,
-                       label=Path(args.output).name)
-    return Plan(key, record, resubmit=args.resubmit)
+    spec = JobSpec(video=args.video, audio=args.audio, output=args.output, vocals=args.vocals, width=args.width,
+                   height=args.height, enhance=args.enhance, fps=args.fps)
+    return plan_job(spec, base_url, force=args.force, resubmit=args.resubmit)
+
+
+def plan_job(spec: JobSpec, base_url: str, *, force: bool, resubmit: bool = False,
+             flags: dict[str, str] = OPTION_FLAGS) -> Plan:
+    """Preflight one job (``flags`` name its fields in the refusals) and key it by content and options."""
+    check_size(spec.width, spec.height, (flags["width"], flags["height"]))
+    video = check_input(flags["video"], spec.video, "video")
+    audio = check_input(flags["audio"], spec.audio, "audio")
+    if spec.vocals:
+        check_input(flags["vocals"], spec.vocals, "audio")
+    target = check_output(spec.output, [spec.video, spec.audio, spec.vocals], force=force, flag=flags["output"])
+    fps_original = spec.fps == "original"
+    options = {"base_url": base_url, "width": spec.width, "height": spec.height, "enhance": spec.enhance,
+               "fps": spec.fps}
+    key = job_key(options, {"video": spec.video, "audio": spec.audio, "vocals": spec.vocals})
+    record = JobRecord(video=local_or_url(spec.video), audio=local_or_url(spec.audio),
+                       vocals=local_or_url(spec.vocals), output_path=str(target), width=spec.width,
+                       height=spec.height, enhance=spec.enhance, fps_original=fps_original,
+                       estimated_credits=estimate(video, audio, fps_original), job_id=key,
+                       label=Path(spec.output).name)
+    return Plan(key, record, resubmit=resubmit)
 
 
 def plan_download(args: argparse.Namespace, base_url: str) -> Plan:
@@ -393,12 +462,17 @@ def wait_through_interrupts(finished: threading.Event) -> None:
 
 
 def report_failure(record: JobRecord, client: NewportClient, out: Reporter) -> int:
-    base_url = client.transport.base_url
+    code, text = failure_of(record, client.transport.base_url)
+    return out.fail(code, text, record.error_kind)
+
+
+def failure_of(record: JobRecord, base_url: str) -> tuple[int, str]:
+    """A failed job's exit status and its sentence in the command line's words."""
     text = for_the_command_line(record.error_kind, record.error or record.message, record.error_detail,
                                 base_url)
     if record.task_id and record.error_kind in NETWORK_KINDS:
         text += f" (task {record.task_id})"
-    return out.fail(exit_code_for(record.error_kind, record.error), text, record.error_kind)
+    return exit_code_for(record.error_kind, record.error), text
 
 
 def exit_code_for(kind: str, message: str = "") -> int:

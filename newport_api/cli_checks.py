@@ -59,10 +59,10 @@ def check_input(flag: str, source: str, wanted: str) -> MediaFacts | None:
     if wanted not in facts.kinds:
         found = " and ".join(sorted(facts.kinds)) or "neither video nor audio"
         raise Refusal(f"{flag} {source}: this is not {article(wanted)} file ({found} found by "
-                      f"{facts.source}) — pass {article(wanted)} file to {flag}.")
+                      f"{facts.source}) — pass {article(wanted)} file to {destination(flag)}.")
     if wanted == "audio" and "video" in facts.kinds:
         raise Refusal(f"{flag} {source}: this is a movie, not an audio file — extract its sound "
-                      f"(e.g. ffmpeg -i {path.name} -vn line.wav) and pass that to {flag}.")
+                      f"(e.g. ffmpeg -i {path.name} -vn line.wav) and pass that to {destination(flag)}.")
     return facts
 
 
@@ -70,22 +70,28 @@ def article(kind: str) -> str:
     return "an audio" if kind == "audio" else "a video"
 
 
-def check_output(output: str, inputs: list[str], *, force: bool) -> Path:
+def destination(flag: str) -> str:
+    """Where a file is given: an option (``--audio``) or a manifest's column (``audio``)."""
+    return flag if flag.startswith("-") else f"the {flag} column"
+
+
+def check_output(output: str, inputs: list[str], *, force: bool, flag: str = "-o") -> Path:
     """Return the output's absolute path, or refuse one that is a folder, an input or not writable."""
     target = Path(output).expanduser().absolute()
     if output.endswith(("/", os.sep)) or target.is_dir():
-        raise Refusal(f"-o {output}: is a folder — name the file to write, e.g. -o {Path(output) / 'result.mp4'}.")
+        raise Refusal(f"{flag} {output}: is a folder — name the file to write, e.g. "
+                      f"{flag} {Path(output) / 'result.mp4'}.")
     for source in inputs:
         if source and not is_url(source) and same_file(target, Path(source).expanduser()):
-            raise Refusal(f"-o {output}: is also an input — write the result to another file.")
+            raise Refusal(f"{flag} {output}: is also an input — write the result to another file.")
     if target.exists() and not force:
-        raise Refusal(f"-o {output}: the file already exists — pass --force to overwrite it, or choose "
+        raise Refusal(f"{flag} {output}: the file already exists — pass --force to overwrite it, or choose "
                       "another name.")
     folder = target.parent
     if not folder.is_dir():
-        raise Refusal(f"-o {output}: the folder {folder} does not exist — create it first.")
+        raise Refusal(f"{flag} {output}: the folder {folder} does not exist — create it first.")
     if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise Refusal(f"-o {output}: cannot write there (permissions) — choose another folder.")
+        raise Refusal(f"{flag} {output}: cannot write there (permissions) — choose another folder.")
     return target
 
 
@@ -96,8 +102,8 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_size(width: int, height: int) -> None:
-    for flag, value in (("--width", width), ("--height", height)):
+def check_size(width: int, height: int, flags: tuple[str, str] = ("--width", "--height")) -> None:
+    for flag, value in zip(flags, (width, height), strict=True):
         if not 0 <= value <= MAX_SIZE:
             raise Refusal(f"{flag} {value}: must be 0 (keep the source's) or up to {MAX_SIZE} pixels.")
 

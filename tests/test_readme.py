@@ -73,9 +73,9 @@ def test_every_readme_shell_command_runs_against_the_sandbox(tmp_path: Path, cap
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
         submitted = sandbox.count("submit")
     source = (work / "take.mp4").read_bytes()
-    for result in ("result.mp4", "take-hd.mp4", "take-hd-copy.mp4"):
+    for result in ("result.mp4", "take-hd.mp4", "take-hd-copy.mp4", "dub/take-line.mp4", "dub/take-vocals.mp4"):
         assert (work / result).read_bytes() == source, result  # the sandbox's "result" is the source
-    assert submitted == 2, "each talking-face example submits once; status and download submit nothing"
+    assert submitted == 4, "each talking-face example and batch row submits once; status and download nothing"
     assert "--fault" in done.stdout  # the sandbox's --help, with its fault list
     for arguments in skipped:  # dev.py parses the line as written: a misspelt option fails here
         check = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "dev.py"), *arguments, "--help"],

@@ -146,7 +146,8 @@ def test_zip_holds_nothing_but_the_extension(extension_zip: pathlib.Path) -> Non
     assert not stray, f"not part of the extension: {stray}"
 
 
-DEV_ONLY = ("newport_api/sandbox/", "newport_api/cli.py", "newport_api/cli_checks.py", "newport_api/__main__.py")
+DEV_ONLY = ("newport_api/sandbox/", "newport_api/cli.py", "newport_api/cli_checks.py", "newport_api/cli_batch.py",
+            "newport_api/__main__.py")
 
 
 def test_zip_has_no_sandbox_and_no_command_line(extension_zip: pathlib.Path) -> None:
