@@ -2,8 +2,9 @@
 
 Runs inside a bpy venv with the extension installed from the built zip.  The jobs
 are real: the controller's ``JobWorker`` runs one thread per job with the real
-``JobRunner``, which emits the real ``JobEvent``s (a snapshot of the whole record,
-at most one progress event per job every ``RunnerSettings.progress_interval``).
+``JobRunner``, which emits the real ``JobEvent``s (a snapshot of the whole record
+at each save, and between saves at most one progress event per job, without a
+snapshot, every ``RunnerSettings.progress_interval``).
 Only the network is scripted: each job's client "uploads" in 1 MiB steps,
 ``CHUNKS_PER_SECOND`` a second, waiting between steps the way a socket write does,
 for as long as the measurement lasts.  That is the busiest a job gets: every job

@@ -7,7 +7,12 @@ Threading rules:
   ``bpy``.  They report through ``worker.events`` (plain ``JobEvent`` data);
   ``tick()`` drains that queue, keeps ``views`` (the latest record of each job)
   up to date, places finished results on the timeline and asks the sidebar to
-  redraw.  A tick does bounded work and never waits on the network.
+  redraw.  A tick does bounded work and never waits on the network.  Snapshots
+  (phase changes, stops) replace a job's view; progress events, the frequent
+  kind, carry no snapshot and update the view in place (``JobEvent.apply_to``),
+  so a view is the main thread's own object, never shared with a worker.
+* Checks that read other processes' owner files run every ``WATCH_SECONDS`` (or
+  when nothing runs here), never once per job on every tick.
 * In background mode (``blender -b``, the ``bpy`` module) nothing ticks, so
   ``run_sync`` runs a job in the caller's thread from start to import.
 
@@ -132,7 +137,7 @@ class JobController:
             if event.phase != last_phase[0]:
                 last_phase[0] = event.phase
                 log(f"Talking Face: {record.label or record.job_id[:8]}: {Phase(event.phase).label}"
-                    + (f" — {event.record.get('error')}" if event.phase == Phase.FAILED.value else ""))
+                    + (f" — {record.error}" if event.phase == Phase.FAILED.value else ""))
 
         with credentials.make_client() as client, sigpipe_blocked():
             JobRunner(client, record, save=self.store.save, emit=report).run()
@@ -270,24 +275,40 @@ class JobController:
         return self.has_active_jobs()
 
     def _drain_events(self) -> bool:
-        """Take up to ``MAX_EVENTS_PER_TICK`` events; only each job's latest snapshot is decoded."""
-        latest: dict[str, JobEvent] = {}
-        stopped: set[str] = set()
+        """Take up to ``MAX_EVENTS_PER_TICK`` events; only each job's latest snapshot is decoded.
+
+        A progress event after that snapshot (or with none this tick) updates the view in place.
+        """
+        snapshots: dict[str, JobEvent] = {}
+        progress: dict[str, JobEvent] = {}  # the latest progress event after each job's latest snapshot
         for _ in range(MAX_EVENTS_PER_TICK):
             try:
                 event = self.worker.events.get_nowait()
             except queue.Empty:
                 break
-            latest[event.job_id] = event
+            if event.record is None:  # a progress event
+                progress[event.job_id] = event
+            else:
+                snapshots[event.job_id] = event
+                progress.pop(event.job_id, None)
+        for job_id, event in snapshots.items():
+            self._take_snapshot(job_id, event)
+        for job_id, event in progress.items():
+            view = self.views.get(job_id)
+            if view is not None:
+                event.apply_to(view)
+        return bool(snapshots or progress)
+
+    def _take_snapshot(self, job_id: str, event: JobEvent) -> None:
+        assert event.record is not None
+        record = JobRecord.from_dict(event.record)
+        owner_update = self._owner_updates.get(job_id)
+        if owner_update:
+            record.owner.update(owner_update)
             if event.stopped:
-                stopped.add(event.job_id)
-        for job_id, event in latest.items():
-            record = JobRecord.from_dict(event.record)
-            record.owner.update(self._owner_updates.get(job_id, {}))
-            if job_id in stopped and self._owner_updates.pop(job_id, None):
+                del self._owner_updates[job_id]
                 self.store.save(record)  # the runner no longer writes it
-            self.views[job_id] = record
-        return bool(latest)
+        self.views[job_id] = record
 
     def _follow_online_access(self) -> bool:
         """Online access switched off pauses every network job at once; switched on, they go on."""
@@ -308,21 +329,23 @@ class JobController:
     def _watch_other_blenders(self) -> bool:
         """Every few seconds, take over the jobs of this file whose owning Blender has gone."""
         now = time.monotonic()
-        if now - self._last_watch < WATCH_SECONDS or not self.watching_other_blenders():
+        if now - self._last_watch < WATCH_SECONDS:
             return False
-        self._last_watch = now
-        if not bpy.app.online_access:
+        self._last_watch = now  # also when nobody is watched: the scan below reads owner files
+        if not self.watching_other_blenders() or not bpy.app.online_access:
             return False
         return bool(self.take_over_abandoned(_missing_credentials()))
 
     def has_active_jobs(self) -> bool:
-        if self.paused_offline or self.watching_other_blenders():
-            return True  # the monitor keeps watching: for online access, or for another Blender to go
-        if self._preparations or (self._key_check is not None and self._key_check.is_alive()):
+        """True while the monitor has work; asked on every tick, so the cheap answers come first."""
+        if self.paused_offline or self._watched or self._preparations or self.worker.any_running():
+            return True  # paused for online access, watching another Blender, or running here
+        if self._key_check is not None and self._key_check.is_alive():
             return True
-        return any(self.is_running(record.job_id)
-                   or (record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record))
-                   for record in self.views.values() if not record.phase.finished)
+        if any(record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record)
+               for record in self.views.values()):
+            return True
+        return self.watching_other_blenders()  # nothing runs here: the monitor stops unless another Blender runs one
 
     # -- the key check -----------------------------------------------------------
 
@@ -562,7 +585,10 @@ class JobController:
         return records
 
     def watching_other_blenders(self) -> bool:
-        """True while a job of the file runs in another Blender: keep calling ``take_over_abandoned``."""
+        """True while a job of the file runs in another Blender: keep calling ``take_over_abandoned``.
+
+        Reads the owner file of each such job (cached for ``OWNER_CACHE_SECONDS``).
+        """
         return bool(self.jobs_owned_elsewhere() or self._watched)
 
     def take_over_abandoned(self, credentials: Credentials) -> list[JobRecord]:

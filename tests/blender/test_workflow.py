@@ -205,6 +205,50 @@ def test_the_modal_path_runs_jobs_in_threads_and_imports_on_tick(extension, scen
     assert not controller(extension).tick(), "nothing left to do: the monitor may stop"
 
 
+def test_a_progress_event_updates_the_view_in_place_without_a_snapshot(extension, tmp_path):
+    api = extension.newport_api
+    jobs = extension.operators.controller.JobController(api.JobStore(tmp_path / "jobs"))
+    redraws: list[bool] = []
+    jobs.on_redraw = lambda: redraws.append(True)
+    record = api.JobRecord(video="take.mp4", audio="line.wav", output_path=str(tmp_path / "take TF.mp4"))
+    record.set_phase(api.Phase.UPLOADING, "Uploading the video")
+
+    def snapshot(**changes) -> object:
+        changed = api.JobRecord.from_dict({**record.to_dict(), **changes})
+        return api.JobEvent(record.job_id, changed.phase.value, changed.message, changed.progress,
+                            changed.to_dict(), updated_at=changed.updated_at)
+
+    def progress(fraction: float, message: str) -> object:
+        return api.JobEvent(record.job_id, "uploading", message, fraction, None, updated_at=record.updated_at + 1)
+
+    jobs.worker.events.put(snapshot())
+    jobs.tick()
+    view = jobs.views[record.job_id]
+    assert (view.phase, view.progress, view.message) == (api.Phase.UPLOADING, None, "Uploading the video")
+
+    redraws.clear()
+    jobs.worker.events.put(progress(0.25, "Uploading the video"))
+    jobs.worker.events.put(progress(0.5, "Uploading the audio"))
+    jobs.tick()
+    assert jobs.views[record.job_id] is view, "a progress event updates the view, it does not replace it"
+    assert (view.phase, view.progress, view.message) == (api.Phase.UPLOADING, 0.5, "Uploading the audio")
+    assert view.updated_at == record.updated_at + 1
+    assert view.video == "take.mp4" and view.output_path == record.output_path  # the rest is kept as it was
+    assert redraws, "the sidebar redraws to show the progress"
+
+    # In one tick: a phase change (snapshot), then progress in the new phase — both show.
+    jobs.worker.events.put(snapshot(phase="submitting", message="Submitting", progress=None))
+    jobs.worker.events.put(api.JobEvent(record.job_id, "submitting", "Submitting", 0.75, None))
+    jobs.tick()
+    assert (jobs.views[record.job_id].phase, jobs.views[record.job_id].progress) == (api.Phase.SUBMITTING, 0.75)
+    # Progress of the old phase followed by a phase change in one tick: the later snapshot wins.
+    jobs.worker.events.put(api.JobEvent(record.job_id, "submitting", "Submitting", 0.9, None))
+    jobs.worker.events.put(snapshot(phase="queued", message="Waiting in queue", progress=None))
+    jobs.tick()
+    latest = jobs.views[record.job_id]
+    assert (latest.phase, latest.progress, latest.message) == (api.Phase.QUEUED, None, "Waiting in queue")
+
+
 @pytest.mark.parametrize("phase,fault,options", [
     ("uploading", ("storage", "slow"), {"bytes_per_second": 20_000}),
     ("queued", ("poll", "status0"), {}),
