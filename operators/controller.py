@@ -94,6 +94,7 @@ class JobController:
         self._credentials: dict[str, Credentials] = {}  # what each job of this session was started with
         self._owners: dict[str, tuple[float, OwnerInfo | None]] = {}  # job id → (read at, owner)
         self._watched: set[str] = set()  # jobs seen running in another Blender
+        self._stored_stamps: dict[str, tuple[int, int, int]] = {}  # watched job id → its file when last read
         self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
         self._last_watch = 0.0  # when the monitor last looked for jobs another Blender left behind
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
@@ -332,7 +333,8 @@ class JobController:
         if now - self._last_watch < WATCH_SECONDS:
             return False
         self._last_watch = now  # also when nobody is watched: the scan below reads owner files
-        if not self.watching_other_blenders() or not bpy.app.online_access:
+        # Already watching: take_over_abandoned reads every owner file itself, no need to read them twice.
+        if not (self._watched or self.jobs_owned_elsewhere()) or not bpy.app.online_access:
             return False
         return bool(self.take_over_abandoned(_missing_credentials()))
 
@@ -523,6 +525,7 @@ class JobController:
     def reload(self) -> None:
         """Re-read records from disk, keeping the in-memory view of jobs running here."""
         self._owners.clear()
+        self._stored_stamps.clear()
         for record in self.store.load_all():
             if not self.is_running(record.job_id):
                 self.views[record.job_id] = record
@@ -544,6 +547,7 @@ class JobController:
     def _show_stored(self, job_id: str) -> None:
         """The view of a job another process owns follows what that process writes."""
         self._owners.pop(job_id, None)
+        self._stored_stamps.pop(job_id, None)
         self._refused[job_id] = time.monotonic()
         stored = self.store.load(job_id)
         if stored is not None:
@@ -604,9 +608,23 @@ class JobController:
         still_owned = {record.job_id for record in self.jobs_owned_elsewhere()}
         if not watched - still_owned:
             for job_id in still_owned:  # the panel follows the phases the owner saves
-                self.views[job_id] = self.store.load(job_id) or self.views[job_id]
+                self._follow_stored(job_id)
             return []
         return self.resume(credentials)
+
+    def _follow_stored(self, job_id: str) -> None:
+        """Re-read a job another Blender runs, only when its file changed (a stat instead of a JSON read)."""
+        try:
+            stat = self.store.path_for(job_id).stat()
+        except OSError:
+            return
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # saves replace the file: a new inode
+        if self._stored_stamps.get(job_id) == stamp and job_id in self.views:
+            return
+        stored = self.store.load(job_id)
+        if stored is not None:
+            self.views[job_id] = stored
+            self._stored_stamps[job_id] = stamp
 
     def adopt_saved_file(self, old_path: str, new_path: str) -> None:
         """A file saved for the first time (or saved as) takes its unfinished jobs along."""

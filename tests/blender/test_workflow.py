@@ -7,6 +7,7 @@ driven here by calling the controller's ``tick()`` the way the modal timer does.
 from __future__ import annotations
 
 import pathlib
+import subprocess
 import sys
 import time
 from types import ModuleType
@@ -247,6 +248,53 @@ def test_a_progress_event_updates_the_view_in_place_without_a_snapshot(extension
     jobs.tick()
     latest = jobs.views[record.job_id]
     assert (latest.phase, latest.progress, latest.message) == (api.Phase.QUEUED, None, "Waiting in queue")
+
+
+OWNER_SCRIPT = """
+import sys
+from newport_api import JobStore, Phase
+store = JobStore(sys.argv[1])
+assert store.claim(sys.argv[2])
+print("claimed", flush=True)
+for line in sys.stdin:  # each line: a phase to save, as the owner's runner would
+    record = store.load(sys.argv[2])
+    record.set_phase(Phase(line.strip()), "saved by the owner: " + line.strip())
+    store.save(record)
+    print("saved", flush=True)
+"""
+
+
+def test_the_view_of_a_job_another_process_runs_follows_each_phase_its_owner_saves(extension, tmp_path):
+    """The watch re-reads a watched job's record only when its file changed, and never misses a change."""
+    api, controller_module = extension.newport_api, extension.operators.controller
+    store = api.JobStore(tmp_path / "jobs")
+    record = api.JobRecord(video="take.mp4", audio="line.wav", output_path=str(tmp_path / "take TF.mp4"))
+    record.owner["blend_file"] = bpy.data.filepath
+    record.set_phase(api.Phase.QUEUED)
+    store.save(record)
+    repo_root = pathlib.Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(tmp_path / "jobs"), record.job_id],
+                             cwd=repo_root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "claimed"
+        jobs = controller_module.JobController(store)
+        assert jobs.watching_other_blenders(), "the other process owns the job"
+        never_used = controller_module.Credentials(api_key="", base_url="http://127.0.0.1:9")
+        shown = []
+        for phase in ("processing", "processing", "downloading", "downloaded"):
+            owner.stdin.write(phase + "\n")
+            owner.stdin.flush()
+            assert owner.stdout.readline().strip() == "saved"
+            assert jobs.take_over_abandoned(never_used) == [], "its owner still runs it"
+            assert jobs.take_over_abandoned(never_used) == []  # unchanged file: the view stays as it is
+            view = jobs.views[record.job_id]
+            shown.append((view.phase.value, view.message))
+        assert shown == [(phase, f"saved by the owner: {phase}")
+                         for phase in ("processing", "processing", "downloading", "downloaded")]
+        assert jobs.views[record.job_id] == store.load(record.job_id)
+    finally:
+        owner.stdin.close()
+        owner.wait(timeout=10)
 
 
 @pytest.mark.parametrize("phase,fault,options", [
