@@ -583,8 +583,10 @@ class JobController:
     def jobs_owned_elsewhere(self, blend_file: str | None = None) -> list[JobRecord]:
         """Unfinished jobs of the file that another live Blender runs; ``take_over_abandoned`` watches them."""
         blend_file = bpy.data.filepath if blend_file is None else blend_file
+        held_here = set(self.store.claimed_ids())  # owned_elsewhere says None for these; asked once, not per job
         records = [record for record in self.views.values()
-                   if record.owner.get("blend_file", "") == blend_file and self.owned_elsewhere(record)]
+                   if record.job_id not in held_here and record.owner.get("blend_file", "") == blend_file
+                   and self.owned_elsewhere(record)]
         self._watched.update(record.job_id for record in records)
         return records
 
