@@ -153,6 +153,19 @@ def child_env(**extra: str) -> dict[str, str]:
 # -- child processes ------------------------------------------------------------------------------
 
 
+def memory_kib(field: str) -> int:
+    """``VmRSS``/``VmHWM`` of this process from /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise BenchError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Make ``VmHWM`` start again from the current resident size (Linux: clear_refs 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def emit_result(data: dict[str, Any]) -> None:
     """In a child: hand one answer to the orchestrator."""
     print(RESULT_PREFIX + json.dumps(data), flush=True)

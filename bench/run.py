@@ -5,7 +5,7 @@ the extension zip and runs this file in that venv with ``TALKING_FACE_ZIP`` set.
 This file then installs curl and ffmpeg if they are missing, makes (or reuses) the
 cached inputs, and measures:
 
-1. ``tick_cost``    main-thread cost of one controller tick with 1, 20, 100 busy jobs
+1. ``tick_cost``    main-thread cost of one controller tick with 1, 20, 100 busy jobs; memory growth
 2. ``transfer``     1 GiB up and down, NewportClient vs curl, and its memory growth
 3. ``prepare_cut``  10 s and 60 s cuts at 1080p, prepare_video vs ffmpeg
 4. ``end_to_end``   Generate to strip for ~100 MiB, minus curl's raw transfer time

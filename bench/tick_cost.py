@@ -2,14 +2,18 @@
 
 Runs inside a bpy venv with the extension installed from the built zip.  The jobs
 are real: the controller's ``JobWorker`` runs one thread per job with the real
-``JobRunner``, which emits the real ``JobEvent``s (a snapshot of the whole record,
-at most one progress event per job every ``RunnerSettings.progress_interval``).
+``JobRunner``, which emits the real ``JobEvent``s (a snapshot of the whole record
+at each save, and between saves at most one progress event per job, without a
+snapshot, every ``RunnerSettings.progress_interval``).
 Only the network is scripted: each job's client "uploads" in 1 MiB steps,
 ``CHUNKS_PER_SECOND`` a second, waiting between steps the way a socket write does,
 for as long as the measurement lasts.  That is the busiest a job gets: every job
 emits events at the runner's maximum rate.  The main thread calls ``tick()`` every
 ``TICK_SECONDS`` (the modal timer's period) and times ``tick()`` alone, in wall time
 and in the main thread's own CPU time (the difference is time lost to other threads).
+Memory growth is the process's peak resident size (``VmHWM``, reset first) over
+its resident size just before the jobs start: the job threads, the events queued
+between ticks and whatever the controller keeps.
 
 A second measurement times the tick that imports a finished result (a 1080p movie
 with its sound placed on the timeline; ``MAX_IMPORTS_PER_TICK`` allows one per
@@ -27,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from common import FRAME_BUDGET_MS, Child, Row, median, percentile, serve_requests
+from common import FRAME_BUDGET_MS, Child, Row, median, memory_kib, percentile, reset_peak, serve_requests
 
 JOB_COUNTS = (1, 20, 100)
 SECONDS_PER_COUNT = 30.0
@@ -35,6 +39,8 @@ CHUNKS_PER_SECOND = 20  # 1 MiB steps: a 20 MiB/s upload per job; events are cap
 IMPORTS = 5
 IMPORT_FPS = (25, 24)
 GOAL_P99_MS = 1.0
+GOAL_GROWTH_MB = 50.0
+MB = 1000 * 1000
 
 
 # -- inside Blender ----------------------------------------------------------------------------------
@@ -100,9 +106,12 @@ class TickBench:
 
     def tick_while_busy(self, count: int, seconds: float) -> dict[str, Any]:
         controller = self.controller(f"jobs_{count}")
+        reset_peak()
+        before_kib = memory_kib("VmRSS")
         for index in range(count):
             controller.start(self.record(index), ScriptedCredentials())
         durations, cpu, drained = self._tick_for(controller, seconds)
+        growth = (memory_kib("VmHWM") - before_kib) * 1024
         running = len(controller.worker.running_ids())
         for job_id in list(controller.views):
             controller.cancel(job_id)
@@ -110,8 +119,9 @@ class TickBench:
             controller.worker.join(job_id, timeout=5)
         controller.tick()
         print(f"[bench] tick: {count} jobs, {len(durations)} ticks, median {median(durations):.3f} ms, "
-              f"p99 {percentile(durations, 99):.3f} ms, {median(drained):.0f} events/tick", flush=True)
-        return {"ms": durations, "cpu_ms": cpu, "events": drained, "running": running}
+              f"p99 {percentile(durations, 99):.3f} ms, {median(drained):.0f} events/tick, "
+              f"memory +{growth / MB:.1f} MB", flush=True)
+        return {"ms": durations, "cpu_ms": cpu, "events": drained, "running": running, "growth": growth}
 
     def _tick_for(self, controller: Any, seconds: float) -> tuple[list[float], list[float], list[int]]:
         period = self.jobs_ops.TICK_SECONDS
@@ -174,6 +184,7 @@ def measure(movie: Path, sound: Path) -> list[Row]:
         imported = {fps: child.request("imports", movie=str(movie), sound=str(sound), count=IMPORTS, fps=fps)
                     for fps in IMPORT_FPS}
     rows = [busy_row(count, busy[str(count)]) for count in JOB_COUNTS]
+    rows.append(growth_row(max(JOB_COUNTS), busy[str(max(JOB_COUNTS))]))
     return [*rows, *(import_row(fps, imported[fps]["ms"]) for fps in IMPORT_FPS)]
 
 
@@ -186,6 +197,13 @@ def busy_row(count: int, data: dict[str, Any]) -> Row:
     return Row(f"1. tick, {count} job{'s' if count > 1 else ''} receiving events", ours,
                f"60 Hz frame: {FRAME_BUDGET_MS:.1f} ms", f"p99 = {p99 / FRAME_BUDGET_MS:.1%} of a frame",
                f"p99 < {GOAL_P99_MS:g} ms", p99 < GOAL_P99_MS)
+
+
+def growth_row(count: int, data: dict[str, Any]) -> Row:
+    growth = data["growth"] / MB
+    return Row(f"1. memory growth, {count} jobs receiving events for {SECONDS_PER_COUNT:g} s",
+               f"+{growth:.1f} MB (peak VmHWM over VmRSS before the jobs started)", "— (an absolute goal)", "—",
+               f"< {GOAL_GROWTH_MB:g} MB", growth < GOAL_GROWTH_MB)
 
 
 def import_row(fps: int, ms: list[float]) -> Row:

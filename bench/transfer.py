@@ -46,8 +46,10 @@ from common import (
     display_command,
     listed,
     median,
+    memory_kib,
     rate_text,
     ratio_text,
+    reset_peak,
     run_timed,
     say,
     settle_disk,
@@ -64,19 +66,6 @@ CURL_SHOWN = "curl -sS --noproxy '*'"
 
 
 # -- ours, in a child process ------------------------------------------------------------------------
-
-
-def memory_kib(field: str) -> int:
-    """``VmRSS``/``VmHWM`` of this process from /proc/self/status, in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise BenchError(f"no {field} in /proc/self/status")
-
-
-def reset_peak() -> None:
-    """Make ``VmHWM`` start again from the current resident size (Linux: clear_refs 5)."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 class OursChild:

@@ -601,6 +601,7 @@ class Reporter:
         self._lock = threading.Lock()  # events come from the job's thread, notes from the main one
         self._progress_line = None if json_mode else ProgressLine(self.stderr)
         self._announced_task = ""
+        self._task_id = ""  # from the latest snapshot: progress events carry none
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.json_mode:
@@ -619,7 +620,9 @@ class Reporter:
             print(text, file=self.stderr, flush=True)
 
     def progress(self, event: JobEvent) -> None:
-        task_id = event.record.get("task_id") or ""
+        if event.record is not None:
+            self._task_id = event.record.get("task_id") or ""
+        task_id = self._task_id
         if task_id and task_id != self._announced_task:
             self._announced_task = task_id
             self.note(f"Task id: {task_id} (python -m newport_api status {task_id})")

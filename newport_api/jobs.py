@@ -5,7 +5,10 @@ at every phase change, so a process that dies can be replaced by one that
 reads the record and carries on.  ``JobRunner`` moves one record forward.  It
 runs in whatever thread calls ``run()`` (a worker thread in Blender's UI, the
 caller's thread in background mode and on the command line) and talks to the
-outside only through its ``emit`` callback, with plain ``JobEvent`` data.
+outside only through its ``emit`` callback, with plain ``JobEvent`` data: a
+snapshot of the whole record whenever it is saved (a phase change, an upload
+done, the submit guard, the stop), and lightweight progress events (fraction,
+message, time; no snapshot) up to ``RunnerSettings.progress_interval`` apart.
 
 The rule that keeps the artist from paying twice: ``submit_started_at`` is
 saved *before* the submit request is sent.  A record that has it but no task
@@ -179,14 +182,28 @@ class JobRecord:
 
 @dataclass(frozen=True)
 class JobEvent:
-    """What a runner tells its host: plain data, safe to pass between threads."""
+    """What a runner tells its host: plain data, safe to pass between threads.
+
+    ``record`` is a snapshot of the whole record after a save (every phase change,
+    and the last event, ``stopped``); it is None on a progress event, which changes
+    only ``progress``, ``message`` and ``updated_at`` of the record the host already
+    has (``apply_to``).  Progress events are the frequent ones: up to one per job every
+    ``RunnerSettings.progress_interval``, so they carry no copy of the record.
+    """
 
     job_id: str
     phase: str
     message: str
     progress: float | None
-    record: dict[str, Any]  # a snapshot of the whole record after the change
+    record: dict[str, Any] | None  # a snapshot of the whole record; None on a progress event
     stopped: bool = False  # the runner has returned
+    updated_at: float = 0.0  # when the runner made the change
+
+    def apply_to(self, record: JobRecord) -> None:
+        """Bring ``record`` (the host's copy, at the same phase) up to this progress event."""
+        record.progress = self.progress
+        record.message = self.message
+        record.updated_at = self.updated_at
 
 
 def is_url(source: str) -> bool:
@@ -436,11 +453,14 @@ class JobRunner:
         now = time.monotonic()
         if now - self._last_progress_event >= self.settings.progress_interval:
             self._last_progress_event = now
-            self._emit(self._event())
+            self.record.updated_at = time.time()
+            self._emit(self._event(snapshot=False))
 
-    def _event(self, stopped: bool = False) -> JobEvent:
-        return JobEvent(job_id=self.record.job_id, phase=self.record.phase.value, message=self.record.message,
-                        progress=self.record.progress, record=self.record.to_dict(), stopped=stopped)
+    def _event(self, stopped: bool = False, *, snapshot: bool = True) -> JobEvent:
+        record = self.record
+        return JobEvent(job_id=record.job_id, phase=record.phase.value, message=record.message,
+                        progress=record.progress, record=record.to_dict() if snapshot else None,
+                        stopped=stopped, updated_at=record.updated_at)
 
 
 def _duration(seconds: float) -> str:

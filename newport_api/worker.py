@@ -8,6 +8,9 @@ Threading rules:
 * Threads never call back into their host.  Everything they have to say is a
   ``JobEvent`` (plain data) put on ``events``; the host drains the queue on its
   own thread (in Blender, the main thread's monitor timer) at its own pace.
+  Events of one job arrive in order: a snapshot of the record at each save, and
+  between them progress events without a snapshot, which the host applies to the
+  copy it already has (``JobEvent.apply_to``).
 * ``start``, ``cancel`` and ``shutdown`` are called from the host's thread.
   ``shutdown`` stops every job *without* cancelling it, so that its record
   keeps its phase and the next session resumes it.
@@ -87,6 +90,10 @@ class JobWorker:
 
     def running_ids(self) -> list[str]:
         return [job_id for job_id in self._threads if self.is_running(job_id)]
+
+    def any_running(self) -> bool:
+        """Like ``bool(running_ids())``, but stops at the first live thread (asked on every tick)."""
+        return any(thread.is_alive() for thread in self._threads.values())
 
     def cancel(self, job_id: str) -> bool:
         token = self._tokens.get(job_id)

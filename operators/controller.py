@@ -7,7 +7,12 @@ Threading rules:
   ``bpy``.  They report through ``worker.events`` (plain ``JobEvent`` data);
   ``tick()`` drains that queue, keeps ``views`` (the latest record of each job)
   up to date, places finished results on the timeline and asks the sidebar to
-  redraw.  A tick does bounded work and never waits on the network.
+  redraw.  A tick does bounded work and never waits on the network.  Snapshots
+  (phase changes, stops) replace a job's view; progress events, the frequent
+  kind, carry no snapshot and update the view in place (``JobEvent.apply_to``),
+  so a view is the main thread's own object, never shared with a worker.
+* Checks that read other processes' owner files run every ``WATCH_SECONDS`` (or
+  when nothing runs here), never once per job on every tick.
 * In background mode (``blender -b``, the ``bpy`` module) nothing ticks, so
   ``run_sync`` runs a job in the caller's thread from start to import.
 
@@ -89,6 +94,7 @@ class JobController:
         self._credentials: dict[str, Credentials] = {}  # what each job of this session was started with
         self._owners: dict[str, tuple[float, OwnerInfo | None]] = {}  # job id → (read at, owner)
         self._watched: set[str] = set()  # jobs seen running in another Blender
+        self._stored_stamps: dict[str, tuple[int, int, int]] = {}  # watched job id → its file when last read
         self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
         self._last_watch = 0.0  # when the monitor last looked for jobs another Blender left behind
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
@@ -132,7 +138,7 @@ class JobController:
             if event.phase != last_phase[0]:
                 last_phase[0] = event.phase
                 log(f"Talking Face: {record.label or record.job_id[:8]}: {Phase(event.phase).label}"
-                    + (f" — {event.record.get('error')}" if event.phase == Phase.FAILED.value else ""))
+                    + (f" — {record.error}" if event.phase == Phase.FAILED.value else ""))
 
         with credentials.make_client() as client, sigpipe_blocked():
             JobRunner(client, record, save=self.store.save, emit=report).run()
@@ -274,24 +280,40 @@ class JobController:
         return self.has_active_jobs()
 
     def _drain_events(self) -> bool:
-        """Take up to ``MAX_EVENTS_PER_TICK`` events; only each job's latest snapshot is decoded."""
-        latest: dict[str, JobEvent] = {}
-        stopped: set[str] = set()
+        """Take up to ``MAX_EVENTS_PER_TICK`` events; only each job's latest snapshot is decoded.
+
+        A progress event after that snapshot (or with none this tick) updates the view in place.
+        """
+        snapshots: dict[str, JobEvent] = {}
+        progress: dict[str, JobEvent] = {}  # the latest progress event after each job's latest snapshot
         for _ in range(MAX_EVENTS_PER_TICK):
             try:
                 event = self.worker.events.get_nowait()
             except queue.Empty:
                 break
-            latest[event.job_id] = event
+            if event.record is None:  # a progress event
+                progress[event.job_id] = event
+            else:
+                snapshots[event.job_id] = event
+                progress.pop(event.job_id, None)
+        for job_id, event in snapshots.items():
+            self._take_snapshot(job_id, event)
+        for job_id, event in progress.items():
+            view = self.views.get(job_id)
+            if view is not None:
+                event.apply_to(view)
+        return bool(snapshots or progress)
+
+    def _take_snapshot(self, job_id: str, event: JobEvent) -> None:
+        assert event.record is not None
+        record = JobRecord.from_dict(event.record)
+        owner_update = self._owner_updates.get(job_id)
+        if owner_update:
+            record.owner.update(owner_update)
             if event.stopped:
-                stopped.add(event.job_id)
-        for job_id, event in latest.items():
-            record = JobRecord.from_dict(event.record)
-            record.owner.update(self._owner_updates.get(job_id, {}))
-            if job_id in stopped and self._owner_updates.pop(job_id, None):
+                del self._owner_updates[job_id]
                 self.store.save(record)  # the runner no longer writes it
-            self.views[job_id] = record
-        return bool(latest)
+        self.views[job_id] = record
 
     def _follow_online_access(self) -> bool:
         """Online access switched off pauses every network job at once; switched on, they go on."""
@@ -312,21 +334,24 @@ class JobController:
     def _watch_other_blenders(self) -> bool:
         """Every few seconds, take over the jobs of this file whose owning Blender has gone."""
         now = time.monotonic()
-        if now - self._last_watch < WATCH_SECONDS or not self.watching_other_blenders():
+        if now - self._last_watch < WATCH_SECONDS:
             return False
-        self._last_watch = now
-        if not bpy.app.online_access:
+        self._last_watch = now  # also when nobody is watched: the scan below reads owner files
+        # Already watching: take_over_abandoned reads every owner file itself, no need to read them twice.
+        if not (self._watched or self.jobs_owned_elsewhere()) or not bpy.app.online_access:
             return False
         return bool(self.take_over_abandoned(_missing_credentials()))
 
     def has_active_jobs(self) -> bool:
-        if self.paused_offline or self.watching_other_blenders():
-            return True  # the monitor keeps watching: for online access, or for another Blender to go
-        if self._preparations or (self._key_check is not None and self._key_check.is_alive()):
+        """True while the monitor has work; asked on every tick, so the cheap answers come first."""
+        if self.paused_offline or self._watched or self._preparations or self.worker.any_running():
+            return True  # paused for online access, watching another Blender, or running here
+        if self._key_check is not None and self._key_check.is_alive():
             return True
-        return any(self.is_running(record.job_id)
-                   or (record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record))
-                   for record in self.views.values() if not record.phase.finished)
+        if any(record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record)
+               for record in self.views.values()):
+            return True
+        return self.watching_other_blenders()  # nothing runs here: the monitor stops unless another Blender runs one
 
     # -- the key check -----------------------------------------------------------
 
@@ -504,6 +529,7 @@ class JobController:
     def reload(self) -> None:
         """Re-read records from disk, keeping the in-memory view of jobs running here."""
         self._owners.clear()
+        self._stored_stamps.clear()
         for record in self.store.load_all():
             if not self.is_running(record.job_id):
                 self.views[record.job_id] = record
@@ -525,6 +551,7 @@ class JobController:
     def _show_stored(self, job_id: str) -> None:
         """The view of a job another process owns follows what that process writes."""
         self._owners.pop(job_id, None)
+        self._stored_stamps.pop(job_id, None)
         self._refused[job_id] = time.monotonic()
         stored = self.store.load(job_id)
         if stored is not None:
@@ -560,13 +587,18 @@ class JobController:
     def jobs_owned_elsewhere(self, blend_file: str | None = None) -> list[JobRecord]:
         """Unfinished jobs of the file that another live Blender runs; ``take_over_abandoned`` watches them."""
         blend_file = bpy.data.filepath if blend_file is None else blend_file
+        held_here = set(self.store.claimed_ids())  # owned_elsewhere says None for these; asked once, not per job
         records = [record for record in self.views.values()
-                   if record.owner.get("blend_file", "") == blend_file and self.owned_elsewhere(record)]
+                   if record.job_id not in held_here and record.owner.get("blend_file", "") == blend_file
+                   and self.owned_elsewhere(record)]
         self._watched.update(record.job_id for record in records)
         return records
 
     def watching_other_blenders(self) -> bool:
-        """True while a job of the file runs in another Blender: keep calling ``take_over_abandoned``."""
+        """True while a job of the file runs in another Blender: keep calling ``take_over_abandoned``.
+
+        Reads the owner file of each such job (cached for ``OWNER_CACHE_SECONDS``).
+        """
         return bool(self.jobs_owned_elsewhere() or self._watched)
 
     def take_over_abandoned(self, credentials: Credentials) -> list[JobRecord]:
@@ -582,9 +614,23 @@ class JobController:
         still_owned = {record.job_id for record in self.jobs_owned_elsewhere()}
         if not watched - still_owned:
             for job_id in still_owned:  # the panel follows the phases the owner saves
-                self.views[job_id] = self.store.load(job_id) or self.views[job_id]
+                self._follow_stored(job_id)
             return []
         return self.resume(credentials)
+
+    def _follow_stored(self, job_id: str) -> None:
+        """Re-read a job another Blender runs, only when its file changed (a stat instead of a JSON read)."""
+        try:
+            stat = self.store.path_for(job_id).stat()
+        except OSError:
+            return
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # saves replace the file: a new inode
+        if self._stored_stamps.get(job_id) == stamp and job_id in self.views:
+            return
+        stored = self.store.load(job_id)
+        if stored is not None:
+            self.views[job_id] = stored
+            self._stored_stamps[job_id] = stamp
 
     def adopt_saved_file(self, old_path: str, new_path: str) -> None:
         """A file saved for the first time (or saved as) takes its unfinished jobs along."""

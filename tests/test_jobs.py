@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import queue
 import socket
@@ -69,6 +70,39 @@ def test_the_store_never_holds_the_key_and_survives_a_reload(sandbox, video_file
     [loaded] = store.load_all()
     assert loaded == record
     assert json.loads((tmp_path / "jobs" / f"{record.job_id}.json").read_text())["label"] == "take 3"
+
+
+def test_progress_events_carry_no_snapshot_yet_keep_the_hosts_copy_in_step(sandbox, video_file, audio_file,
+                                                                           tmp_path):
+    """A host that rebuilds its copy from snapshots only, and applies progress events to it in place
+    (as the Blender controller does), shows what the runner's own record says at every event."""
+    record = make_record(video_file, audio_file, tmp_path)
+    host: dict[str, JobRecord] = {}
+    seen: list[tuple[str, bool]] = []  # (phase, had a snapshot) of every event
+    out_of_step: list[str] = []
+
+    def receive(event) -> None:
+        seen.append((event.phase, event.record is not None))
+        if event.record is None:
+            event.apply_to(host["view"])
+        else:
+            host["view"] = JobRecord.from_dict(event.record)
+        view, truth = host["view"], runner.record  # the runner's record at the moment it reports
+        if (view.phase, view.progress, view.message, view.updated_at) != (
+                truth.phase, truth.progress, truth.message, truth.updated_at):
+            out_of_step.append(f"{event}: view {view.phase} {view.progress} {view.message!r}")
+
+    with make_client(sandbox) as client:
+        runner = JobRunner(client, record, emit=receive, settings=FAST)
+        runner.run()
+    assert record.phase == Phase.DOWNLOADED, record.error
+    assert out_of_step == []
+    assert host["view"] == record  # the last event (stopped) is a full snapshot
+    progress_phases = {phase for phase, snapshot in seen if not snapshot}
+    assert {"uploading", "downloading"} <= progress_phases, seen
+    assert all(snapshot for (before, _), (phase, snapshot) in itertools.pairwise(seen) if phase != before), \
+        "every phase change carries a snapshot"
+    assert seen[0][1] and seen[-1][1]
 
 
 def test_a_job_resumed_after_a_crash_while_processing_polls_instead_of_resubmitting(

@@ -7,6 +7,7 @@ driven here by calling the controller's ``tick()`` the way the modal timer does.
 from __future__ import annotations
 
 import pathlib
+import subprocess
 import sys
 import time
 from types import ModuleType
@@ -203,6 +204,97 @@ def test_the_modal_path_runs_jobs_in_threads_and_imports_on_tick(extension, scen
     assert tick_until(extension, lambda: controller(extension).views[record_id].phase.value == "done")
     assert imported_strips(extension, scene, record_id)
     assert not controller(extension).tick(), "nothing left to do: the monitor may stop"
+
+
+def test_a_progress_event_updates_the_view_in_place_without_a_snapshot(extension, tmp_path):
+    api = extension.newport_api
+    jobs = extension.operators.controller.JobController(api.JobStore(tmp_path / "jobs"))
+    redraws: list[bool] = []
+    jobs.on_redraw = lambda: redraws.append(True)
+    record = api.JobRecord(video="take.mp4", audio="line.wav", output_path=str(tmp_path / "take TF.mp4"))
+    record.set_phase(api.Phase.UPLOADING, "Uploading the video")
+
+    def snapshot(**changes) -> object:
+        changed = api.JobRecord.from_dict({**record.to_dict(), **changes})
+        return api.JobEvent(record.job_id, changed.phase.value, changed.message, changed.progress,
+                            changed.to_dict(), updated_at=changed.updated_at)
+
+    def progress(fraction: float, message: str) -> object:
+        return api.JobEvent(record.job_id, "uploading", message, fraction, None, updated_at=record.updated_at + 1)
+
+    jobs.worker.events.put(snapshot())
+    jobs.tick()
+    view = jobs.views[record.job_id]
+    assert (view.phase, view.progress, view.message) == (api.Phase.UPLOADING, None, "Uploading the video")
+
+    redraws.clear()
+    jobs.worker.events.put(progress(0.25, "Uploading the video"))
+    jobs.worker.events.put(progress(0.5, "Uploading the audio"))
+    jobs.tick()
+    assert jobs.views[record.job_id] is view, "a progress event updates the view, it does not replace it"
+    assert (view.phase, view.progress, view.message) == (api.Phase.UPLOADING, 0.5, "Uploading the audio")
+    assert view.updated_at == record.updated_at + 1
+    assert view.video == "take.mp4" and view.output_path == record.output_path  # the rest is kept as it was
+    assert redraws, "the sidebar redraws to show the progress"
+
+    # In one tick: a phase change (snapshot), then progress in the new phase — both show.
+    jobs.worker.events.put(snapshot(phase="submitting", message="Submitting", progress=None))
+    jobs.worker.events.put(api.JobEvent(record.job_id, "submitting", "Submitting", 0.75, None))
+    jobs.tick()
+    assert (jobs.views[record.job_id].phase, jobs.views[record.job_id].progress) == (api.Phase.SUBMITTING, 0.75)
+    # Progress of the old phase followed by a phase change in one tick: the later snapshot wins.
+    jobs.worker.events.put(api.JobEvent(record.job_id, "submitting", "Submitting", 0.9, None))
+    jobs.worker.events.put(snapshot(phase="queued", message="Waiting in queue", progress=None))
+    jobs.tick()
+    latest = jobs.views[record.job_id]
+    assert (latest.phase, latest.progress, latest.message) == (api.Phase.QUEUED, None, "Waiting in queue")
+
+
+OWNER_SCRIPT = """
+import sys
+from newport_api import JobStore, Phase
+store = JobStore(sys.argv[1])
+assert store.claim(sys.argv[2])
+print("claimed", flush=True)
+for line in sys.stdin:  # each line: a phase to save, as the owner's runner would
+    record = store.load(sys.argv[2])
+    record.set_phase(Phase(line.strip()), "saved by the owner: " + line.strip())
+    store.save(record)
+    print("saved", flush=True)
+"""
+
+
+def test_the_view_of_a_job_another_process_runs_follows_each_phase_its_owner_saves(extension, tmp_path):
+    """The watch re-reads a watched job's record only when its file changed, and never misses a change."""
+    api, controller_module = extension.newport_api, extension.operators.controller
+    store = api.JobStore(tmp_path / "jobs")
+    record = api.JobRecord(video="take.mp4", audio="line.wav", output_path=str(tmp_path / "take TF.mp4"))
+    record.owner["blend_file"] = bpy.data.filepath
+    record.set_phase(api.Phase.QUEUED)
+    store.save(record)
+    repo_root = pathlib.Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(tmp_path / "jobs"), record.job_id],
+                             cwd=repo_root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "claimed"
+        jobs = controller_module.JobController(store)
+        assert jobs.watching_other_blenders(), "the other process owns the job"
+        never_used = controller_module.Credentials(api_key="", base_url="http://127.0.0.1:9")
+        shown = []
+        for phase in ("processing", "processing", "downloading", "downloaded"):
+            owner.stdin.write(phase + "\n")
+            owner.stdin.flush()
+            assert owner.stdout.readline().strip() == "saved"
+            assert jobs.take_over_abandoned(never_used) == [], "its owner still runs it"
+            assert jobs.take_over_abandoned(never_used) == []  # unchanged file: the view stays as it is
+            view = jobs.views[record.job_id]
+            shown.append((view.phase.value, view.message))
+        assert shown == [(phase, f"saved by the owner: {phase}")
+                         for phase in ("processing", "processing", "downloading", "downloaded")]
+        assert jobs.views[record.job_id] == store.load(record.job_id)
+    finally:
+        owner.stdin.close()
+        owner.wait(timeout=10)
 
 
 @pytest.mark.parametrize("phase,fault,options", [
