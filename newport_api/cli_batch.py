@@ -385,7 +385,7 @@ class BatchQueue:
         except queue.Empty:
             return
         run = self.running.get(event.job_id)
-        if run is None:
+        if run is None or event.record is None:  # a progress event: nothing the batch reports
             return
         run.record = event.record
         task_id = event.record.get("task_id") or ""
