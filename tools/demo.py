@@ -37,6 +37,7 @@ def load_sample_media():
     """The test suite's media generator: movies and sounds made by Blender itself."""
     spec = importlib.util.spec_from_file_location("sample_media", REPO_ROOT / "tests/blender/sample_media.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["sample_media"] = module  # its dataclasses look their module up while being made
     spec.loader.exec_module(module)
     return module
 

@@ -60,6 +60,7 @@ FORMATS = [
     Format("mp3-stereo-44k", ".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"], 2, 44100, 0.98),
     Format("ogg-vorbis-stereo-48k", ".ogg", ["-c:a", "libvorbis", "-q:a", "6"], 2, 48000, 0.99, keeps_preroll=True),
     Format("m4a-aac-stereo-44k", ".m4a", ["-c:a", "aac", "-b:a", "192k"], 2, 44100, 0.99),
+    Format("ogg-opus-stereo-48k", ".opus", ["-c:a", "libopus", "-b:a", "160k"], 2, 48000, 0.98),
 ]
 
 
