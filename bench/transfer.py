@@ -18,9 +18,6 @@ Ours runs in a child process per transfer, which reports how far its peak reside
 size grew during the transfer.  The peak is /proc/self/status ``VmHWM``, reset after
 warming up: ``ru_maxrss`` (tests/test_memory.py) starts a child at its parent's peak
 (Linux carries it across exec), which hides any growth below that.
-
-A "what-if" download repeats ours with ``newport_api.client.CHUNK_SIZE`` patched in
-the child (the repo is not changed), to show what a smaller chunk would buy.
 """
 
 from __future__ import annotations
@@ -60,7 +57,6 @@ from sink import DiscardSink
 SINK_FIELDS = {"policy": "bench-policy", "OSSAccessKeyId": "bench-access-id", "signature": "bench-signature"}
 GOAL_RATIO = 1.0
 GOAL_GROWTH = 64 * MIB
-WHAT_IF_CHUNK = 256 * 1024
 CURL = ("curl", "-sS", "--noproxy", "*")
 CURL_SHOWN = "curl -sS --noproxy '*'"
 
@@ -74,9 +70,7 @@ class OursChild:
     def __init__(self, base_url: str) -> None:
         sys.path.insert(0, str(REPO_ROOT))
         from newport_api import NewportClient
-        from newport_api import client as client_module
 
-        self.client_module = client_module
         self.client = NewportClient(API_KEY, base_url)
         self.client.get_upload_policy()
 
@@ -104,9 +98,7 @@ class OursChild:
         size = source.stat().st_size
         return self.measured(lambda: self.client._post_to_storage(policy, source, size, None))
 
-    def download(self, url: str, dest: str, chunk_size: int = 0) -> dict[str, Any]:
-        if chunk_size:
-            self.client_module.CHUNK_SIZE = chunk_size  # the what-if: this process only
+    def download(self, url: str, dest: str) -> dict[str, Any]:
         return self.measured(lambda: str(self.client.download(url, dest)))
 
 
@@ -174,7 +166,6 @@ class Transfers:
     ours_up: list[dict[str, Any]]
     curl_down: list[float]
     ours_down: list[dict[str, Any]]
-    what_if_down: list[dict[str, Any]]
     curl_sink: list[float]
     ours_sink: list[dict[str, Any]]
 
@@ -219,9 +210,9 @@ class TransferBench:
         self.check_and_remove(dest)
         return timed.seconds
 
-    def ours_download(self, url: str, chunk_size: int = 0) -> dict[str, Any]:
+    def ours_download(self, url: str) -> dict[str, Any]:
         dest = self.work / "ours.bin"
-        answer = self.ours("download", url=url, dest=str(dest), chunk_size=chunk_size)
+        answer = self.ours("download", url=url, dest=str(dest))
         self.check_and_remove(dest)
         return answer
 
@@ -231,20 +222,19 @@ class TransferBench:
         if size != self.size:
             raise BenchError(f"downloaded {size} bytes, expected {self.size}")
 
-    def run(self, what_if: bool) -> Transfers:
+    def run(self) -> Transfers:
         say(f"transfer: 1 GiB up, curl and ours alternating ({self.sandbox.storage_origin})")
         curl_up, ours_up = [self.curl_upload()], []
         ours_up += [self.ours_upload(), self.ours_upload()]
         curl_up.append(self.curl_upload())
         url = ours_up[0]["result"]
-        say("transfer: 1 GiB down, curl, ours and the what-if alternating")
+        say("transfer: 1 GiB down, curl and ours alternating")
         curl_down = [self.curl_download(url)]
         ours_down = [self.ours_download(url)]
-        what_ifs = [self.ours_download(url, WHAT_IF_CHUNK) for _ in range(2 if what_if else 0)]
         ours_down.append(self.ours_download(url))
         curl_down.append(self.curl_download(url))
         curl_sink, ours_sink = self.run_sink()
-        return Transfers(curl_up, ours_up, curl_down, ours_down, what_ifs, curl_sink, ours_sink)
+        return Transfers(curl_up, ours_up, curl_down, ours_down, curl_sink, ours_sink)
 
     def run_sink(self) -> tuple[list[float], list[dict[str, Any]]]:
         """1 GiB up to a sink that only counts bytes, curl and ours alternating (curl, ours, ours, curl)."""
@@ -266,13 +256,12 @@ def warm_page_cache(path: Path) -> None:
 
 
 def measure(data_file: Path) -> list[Row]:
-    from newport_api.client import CHUNK_SIZE
     from newport_api.sandbox import Sandbox
 
     with (tempfile.TemporaryDirectory(prefix="talking_face_bench_transfer_") as work,
           Sandbox(processing_seconds=0, storage_dir=Path(work) / "storage") as sandbox):
         warm_page_cache(data_file)
-        results = TransferBench(sandbox, data_file, Path(work)).run(what_if=CHUNK_SIZE != WHAT_IF_CHUNK)
+        results = TransferBench(sandbox, data_file, Path(work)).run()
     return rows(results, data_file.stat().st_size)
 
 
@@ -287,7 +276,7 @@ def speed_row(what: str, size: int, ours: list[dict[str, Any]], curl: list[float
 
 def rows(results: Transfers, size: int) -> list[Row]:
     growth = max(run["growth"] for run in results.ours_up + results.ours_down + results.ours_sink)
-    rows = [
+    return [
         speed_row("upload", size, results.ours_up, results.curl_up),
         speed_row("upload to a discard sink (storage POST only)", size, results.ours_sink, results.curl_sink),
         speed_row("download", size, results.ours_down, results.curl_down),
@@ -295,19 +284,6 @@ def rows(results: Transfers, size: int) -> list[Row]:
             f"+{growth / MIB:.1f} MiB (peak VmHWM over VmRSS before)", "— (an absolute goal)", "—",
             f"< {GOAL_GROWTH // MIB} MiB", growth < GOAL_GROWTH),
     ]
-    return rows + ([what_if_row(results, size)] if results.what_if_down else [])
-
-
-def what_if_row(results: Transfers, size: int) -> Row:
-    what_if_s = median([run["seconds"] for run in results.what_if_down])
-    curl_down_s = median(results.curl_down)
-    cpu = median([run["cpu_sys"] for run in results.ours_down])
-    what_if_cpu = median([run["cpu_sys"] for run in results.what_if_down])
-    return Row(f"2. what-if: download with CHUNK_SIZE = {WHAT_IF_CHUNK // 1024} KiB (not shipped)",
-               f"{rate_text(size, what_if_s)} ({listed([run['seconds'] for run in results.what_if_down])}); "
-               f"kernel CPU {what_if_cpu:.2f} s vs {cpu:.2f} s at 1 MiB",
-               f"curl: {rate_text(size, curl_down_s)}", ratio_text(curl_down_s / what_if_s),
-               f"≥ {GOAL_RATIO:.1f}× curl", None)
 
 
 if __name__ == "__main__":
