@@ -120,21 +120,33 @@ class _TrackFacts:
     turn: tuple[int, int, int] | None
 
 
+def _mp4_tracks(stream: BinaryIO, size: int) -> list[dict[bytes, bytes]] | None:
+    """The header boxes (``hdlr``, ``mdhd``, ``stsz``, ``tkhd``) of each track in the file's ``moov``.
+
+    None when the file has no ``moov`` (not an mp4/mov, or one whose header is missing).
+    """
+    for kind, payload, length in list(_boxes(stream, size)):
+        if kind != b"moov":
+            continue
+        tracks = []
+        stream.seek(payload)
+        for track_kind, track, track_length in list(_boxes(stream, payload + length)):
+            if track_kind == b"trak":
+                found: dict[bytes, bytes] = {}
+                _track_boxes(stream, track, track_length, found)
+                tracks.append(found)
+        return tracks
+    return None
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_track_facts(path: str, modified: float, size: int) -> _TrackFacts | None:
     try:
         with open(path, "rb") as stream:
-            for kind, payload, length in list(_boxes(stream, size)):
-                if kind != b"moov":
-                    continue
-                stream.seek(payload)
-                for track_kind, track, track_length in list(_boxes(stream, payload + length)):
-                    found: dict[bytes, bytes] = {}
-                    if track_kind == b"trak":
-                        _track_boxes(stream, track, track_length, found)
-                    timing = _video_track_timing(found)
-                    if timing:
-                        return _TrackFacts(*timing, turn=_track_turn(found.get(b"tkhd", b"")))
+            for found in _mp4_tracks(stream, size) or ():
+                timing = _video_track_timing(found)
+                if timing:
+                    return _TrackFacts(*timing, turn=_track_turn(found.get(b"tkhd", b"")))
     except (OSError, struct.error, IndexError):
         return None
     return None
@@ -468,21 +480,13 @@ def _mp4_sound_seconds(path: str, size: int) -> float | None:
             if stream.read(8)[4:] not in _MP4_FIRST_BOXES:
                 return None  # another format: its bytes are not walked as boxes
             stream.seek(0)
-            for kind, payload, length in list(_boxes(stream, size)):
-                if kind != b"moov":
-                    continue
-                stream.seek(payload)
-                for track_kind, track, track_length in list(_boxes(stream, payload + length)):
-                    found: dict[bytes, bytes] = {}
-                    if track_kind == b"trak":
-                        _track_boxes(stream, track, track_length, found)
-                    seconds = _sound_track_seconds(found)
-                    if seconds is not None:
-                        return seconds
-                return 0.0
+            tracks = _mp4_tracks(stream, size)
+            if tracks is None:
+                return None
+            sounds = (_sound_track_seconds(found) for found in tracks)
+            return next((seconds for seconds in sounds if seconds is not None), 0.0)
     except (OSError, struct.error, IndexError):
         return None
-    return None
 
 
 def _aud_seconds(path: str) -> float | None:
