@@ -56,7 +56,7 @@ else:  # run as a script: there is no package, so the sibling is loaded by path
 
 compat = cut_video.compat
 CutError = cut_video.CutError
-print_progress = cut_video.print_progress
+run_script = cut_video.run_script
 script_arguments = cut_video.script_arguments
 
 ProgressCallback = Callable[[int, int], None]
@@ -432,14 +432,7 @@ def _is_ogg_opus(path: str) -> bool:
 
 def main(argv: list[str]) -> int:
     """Script entry: cut as the arguments say, printing progress lines; 0 on success."""
-    request = CutAudioRequest.from_args(argv)
-    try:
-        samples = cut_audio(request, on_progress=print_progress)
-    except CutError as error:
-        print(f"TALKING_FACE_ERROR {error}", flush=True)
-        return 1
-    print(f"TALKING_FACE_DONE {samples} {request.output}", flush=True)
-    return 0
+    return run_script(cut_audio, CutAudioRequest.from_args(argv))
 
 
 if __name__ == "__main__":

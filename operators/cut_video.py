@@ -240,16 +240,24 @@ def print_progress(done: int, total: int) -> None:
     print(f"{PROGRESS_PREFIX} {done} {total}", flush=True)
 
 
-def main(argv: list[str]) -> int:
-    """Script entry: cut as the arguments say, printing progress lines; 0 on success."""
-    request = CutRequest.from_args(argv)
+def run_script(cut: Callable[..., int], request: Any) -> int:
+    """A cut script's entry: ``cut(request, on_progress=…)``, reported in lines the controller reads.
+
+    Progress lines while it runs, then ``TALKING_FACE_DONE <count> <output>`` and 0, or
+    ``TALKING_FACE_ERROR <sentence>`` and 1.
+    """
     try:
-        frames = render_cut(request, on_progress=print_progress)
+        count = cut(request, on_progress=print_progress)
     except CutError as error:
         print(f"TALKING_FACE_ERROR {error}", flush=True)
         return 1
-    print(f"TALKING_FACE_DONE {frames} {request.output}", flush=True)
+    print(f"TALKING_FACE_DONE {count} {request.output}", flush=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Script entry: cut as the arguments say, printing progress lines; 0 on success."""
+    return run_script(render_cut, CutRequest.from_args(argv))
 
 
 def script_arguments(argv: list[str]) -> list[str]:
