@@ -102,6 +102,7 @@ def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     row.operator("sequencer.talking_face_generate", icon="PLAY")
     if reason:
         draw_sentence(layout, context, reason, icon="INFO")
+    layout.operator("sequencer.talking_face_batch", text="Dub Shots…", icon="SEQ_STRIP_DUPLICATE")
     if job_setup.key_source() == "environment":
         layout.label(text="Using the API key from NEWPORT_API_KEY.", icon="KEYINGSET")
 

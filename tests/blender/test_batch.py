@@ -220,3 +220,38 @@ def test_retry_failed_reruns_only_the_failed_shot(extension, edit, sandbox, capf
         assert_placed_in_sync(extension, edit, controller(extension).views[record.job_id])
         assert len(results_of(extension, edit, record.job_id)) >= 1
     assert bpy.ops.sequencer.talking_face_retry_failed(batch=failed.owner["batch"]) == {"CANCELLED"}
+
+
+def test_the_confirmation_lists_each_shot_and_the_skipped_ones_with_their_reason(extension, edit, shot_files,
+                                                                                 sandbox, capfd):
+    batch, compat = extension.operators.batch, extension.operators.compat
+    compat.all_strips(edit)["Line 3"].channel = 3
+    first = shot(extension, edit, 0)  # a sound overlapping Shot 0 by two frames only: Line 0 overlaps it most
+    sound_strips.add_sound_strip(compat, edit, "Tail", shot_files[0][1], channel=1,
+                                 frame_start=first.frame_final_end - 2)
+    shots = batch.read_shots(bpy.context, audio="OVERLAP", audio_channel=1, audio_pattern="", scope="SELECTED")
+    assert [(shot.strip.name, shot.audio_name) for shot in shots if not shot.reason] == [
+        (f"Shot {i}", f"Line {i}") for i in (0, 1, 2, 4, 5)]
+    assert [shot.reason for shot in shots if shot.reason] == [
+        "No sound strip overlaps 'Shot 3' on channel 1 — add its dialogue there or pick another audio rule."]
+    layout = bpy.context.window_manager.popmenu_begin__internal("talking face batch dialog").layout
+    batch.draw_shot_list(layout, bpy.context, shots)
+    printed = capfd.readouterr().err
+    assert "not found" not in printed and "Error" not in printed
+    # The movies are silent: their own sound cannot be sent.
+    own = batch.read_shots(bpy.context, audio="OWN", audio_channel=0, audio_pattern="", scope="RANGE")
+    assert len(own) == 6 and all("has no sound" in shot.reason for shot in own)
+    assert sandbox.requests == [], "nothing is sent before the artist confirms"
+
+
+def test_files_pairs_each_shot_with_its_own_file(extension, edit, sandbox, tmp_path):
+    folder = tmp_path / "dub"
+    folder.mkdir()
+    sample_media.write_sine_wav(folder / "Shot 0.wav", seconds=0.84)  # none for Shot 3
+    before = set(controller(extension).views)
+    with pytest.raises(RuntimeError, match=r"Shot 3: There is no audio file for 'Shot 3'"):
+        bpy.ops.sequencer.talking_face_batch(audio="FILES", audio_pattern=str(folder / "{strip}.wav"), shard="0/3")
+    [record] = new_jobs(extension, before)
+    assert record.phase.value == "done" and record.owner["source_strip"] == "Shot 0"
+    assert record.owner["audio_seconds"] == pytest.approx(0.84, abs=0.01)
+    assert sandbox.count("submit") == 1
