@@ -210,6 +210,9 @@ def test_retry_failed_reruns_only_the_failed_shot(extension, edit, sandbox, capf
     records = new_jobs(extension, before)
     [failed] = [record for record in records if record.phase.value == "failed"]
     assert failed.owner["source_strip"] == "Shot 0" and sandbox.count("submit") == 6
+    [group] = [entry for entry in extension.ui.panel.group_batches(controller(extension).jobs_for_file())
+               if isinstance(entry, list) and entry[0].owner.get("batch") == failed.owner["batch"]]
+    assert [record.owner["source_strip"] for record in group] == [f"Shot {i}" for i in range(6)]
     layout = bpy.context.window_manager.popmenu_begin__internal("talking face batch test").layout
     extension.ui.panel.draw_jobs(layout, bpy.context)  # the grouped batch with its Retry Failed button
     assert "not found" not in capfd.readouterr().err
