@@ -232,6 +232,8 @@ def test_the_confirmation_lists_each_shot_and_the_skipped_ones_with_their_reason
     first = shot(extension, edit, 0)  # a sound overlapping Shot 0 by two frames only: Line 0 overlaps it most
     sound_strips.add_sound_strip(compat, edit, "Tail", shot_files[0][1], channel=1,
                                  frame_start=first.frame_final_end - 2)
+    for strip in compat.all_strips(edit):  # pasting a sound strip (Blender without Audaspace) deselects the rest
+        strip.select = strip.name.startswith("Shot")
     shots = batch.read_shots(bpy.context, audio="OVERLAP", audio_channel=1, audio_pattern="", scope="SELECTED")
     assert [(shot.strip.name, shot.audio_name) for shot in shots if not shot.reason] == [
         (f"Shot {i}", f"Line {i}") for i in (0, 1, 2, 4, 5)]
