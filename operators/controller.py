@@ -180,8 +180,8 @@ class JobController:
         if not self.store.claim(record.job_id):
             self._show_stored(record.job_id)
             return
-        record.set_phase(Phase.PENDING, WAITING_MESSAGE)
-        record.progress = None
+        # Only the message: a retried job's phase says where its runner goes on (e.g. polling its task).
+        record.set_phase(record.phase, WAITING_MESSAGE)
         self.store.save(record)
         self.views[record.job_id] = record
         self._waiting[record.job_id] = credentials

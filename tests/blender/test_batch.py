@@ -260,3 +260,33 @@ def test_files_pairs_each_shot_with_its_own_file(extension, edit, sandbox, tmp_p
     assert record.phase.value == "done" and record.owner["source_strip"] == "Shot 0"
     assert record.owner["audio_seconds"] == pytest.approx(0.84, abs=0.01)
     assert sandbox.count("submit") == 1
+
+
+def test_a_retried_job_that_waits_in_the_queue_goes_on_polling_its_task(extension, edit, prefs):
+    """Queued for a slot, a retried job keeps its phase: a task still running is polled, not paid for again."""
+    jobs = controller(extension)
+    with Sandbox(processing_seconds=60) as slow:
+        prefs.base_url = slow.base_url
+        before = set(jobs.views)
+        assert bpy.ops.sequencer.talking_face_batch(audio="OVERLAP", shard="0/6", mode="ASYNC") == {"FINISHED"}
+        [record] = new_jobs(extension, before)
+        assert tick_until(jobs, lambda: jobs.views[record.job_id].phase.value == "processing")
+        assert bpy.ops.sequencer.talking_face_cancel(job_id=record.job_id) == {"FINISHED"}
+        assert tick_until(jobs, lambda: jobs.views[record.job_id].phase.value == "cancelled"
+                          and not jobs.is_running(record.job_id))
+        assert bpy.ops.sequencer.talking_face_retry(job_id=record.job_id, mode="ASYNC") == {"FINISHED"}
+        assert tick_until(jobs, lambda: slow.count("poll") > 0 and jobs.views[record.job_id].phase.value
+                          in ("processing", "queued"))
+        assert bpy.ops.sequencer.talking_face_cancel(job_id=record.job_id) == {"FINISHED"}
+        assert tick_until(jobs, lambda: not jobs.is_running(record.job_id))
+        assert slow.count("submit") == 1, "the retried job polled its task, it did not submit again"
+
+
+def tick_until(jobs, predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs.tick()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
