@@ -56,6 +56,8 @@ MAX_EVENTS_PER_TICK = 500
 MAX_IMPORTS_PER_TICK = 1
 OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far less often
 WATCH_SECONDS = 2.0  # how often the monitor checks whether another Blender left a job behind
+DEFAULT_PARALLEL_JOBS = 3
+WAITING_MESSAGE = "Waiting in the queue"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class JobController:
         self._owner_updates: dict[str, dict] = {}  # owner changes waiting for a running job to stop
         self._key_check: threading.Thread | None = None
         self._preparations: dict[str, PreparationTask] = {}  # jobs whose inputs are being prepared
+        self._waiting: dict[str, Credentials] = {}  # jobs admitted but not started: no slot was free
+        self.max_parallel_jobs: Callable[[], int] = preferred_parallel_jobs
         self.key_status = ""
         self._key_status_shown = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
@@ -148,16 +152,68 @@ class JobController:
         return record
 
     def launch(self, record: JobRecord, credentials: Credentials, *, sync: bool = False,
-               log: Callable[[str], None] = print) -> JobRecord:
-        """Run a planned job, unless an identical one was already paid for (then reuse its result)."""
+               log: Callable[[str], None] = print, queued: bool = True) -> JobRecord:
+        """Run a planned job, unless an identical one was already paid for (then reuse its result).
+
+        Without ``sync`` it joins the queue (``queued=False``: it already holds a slot, its preparation's).
+        """
         earlier = None if record.owner.get("regenerate") else self.reusable_result(record.owner["fingerprint"])
         if earlier is not None:
             return self.place_reused(record, earlier)
         self.reuse_uploads(record)
         if sync:
             return self.run_sync(record, credentials, log)
-        self.start(record, credentials)
+        if queued:
+            self._start_or_wait(record, credentials)
+        else:
+            self.start(record, credentials)
         return record
+
+    # -- the queue -------------------------------------------------------------------
+
+    def _start_or_wait(self, record: JobRecord, credentials: Credentials) -> None:
+        """The one place that decides "start now or wait": at most ``max_parallel_jobs`` at once.
+
+        A job that must wait stays pending (claimed, so no other Blender takes it); ``tick``
+        starts waiting jobs in timeline order as slots free up.
+        """
+        if not self.store.claim(record.job_id):
+            self._show_stored(record.job_id)
+            return
+        # Only the message: a retried job's phase says where its runner goes on (e.g. polling its task).
+        record.set_phase(record.phase, WAITING_MESSAGE)
+        self.store.save(record)
+        self.views[record.job_id] = record
+        self._waiting[record.job_id] = credentials
+        self._start_waiting()
+
+    def running_count(self) -> int:
+        """Network jobs this Blender runs now: preparations and worker threads (the queue's slots)."""
+        return len(self._preparations) + len(self.worker.running_ids())
+
+    def is_waiting(self, job_id: str) -> bool:
+        return job_id in self._waiting
+
+    def _start_waiting(self) -> bool:
+        """Start waiting jobs, earliest on the timeline first, while slots are free."""
+        if not self._waiting or not bpy.app.online_access:  # offline: they start once it is back
+            return False
+        started = False
+        limit = max(1, self.max_parallel_jobs())
+        while self._waiting and self.running_count() < limit:
+            job_id = min(self._waiting, key=self._timeline_position)
+            credentials = self._waiting.pop(job_id)
+            record = self.views[job_id]
+            if "prepare" in record.owner or not record.video:
+                self._begin_preparation(record, credentials)
+            else:
+                self.start(record, credentials)
+            started = True
+        return started
+
+    def _timeline_position(self, job_id: str) -> tuple:
+        record = self.views[job_id]
+        return (*record.owner.get("timeline", (float("inf"), 0)), record.created_at)
 
     # -- preparing inputs off the main thread ---------------------------------------
 
@@ -169,6 +225,9 @@ class JobController:
         if not self.store.claim(record.job_id):
             self._show_stored(record.job_id)
             return
+        self._start_or_wait(record, credentials)
+
+    def _begin_preparation(self, record: JobRecord, credentials: Credentials) -> None:
         record.set_phase(Phase.PENDING, "Preparing the clip")
         self.store.save(record)
         self.views[record.job_id] = record
@@ -208,7 +267,7 @@ class JobController:
             self.store.release(record.job_id)
             return
         record.progress = None
-        self.launch(record, credentials, sync=sync, log=log)
+        self.launch(record, credentials, sync=sync, log=log, queued=False)  # keeps its preparation's slot
 
     def _prepare_now(self, record: JobRecord, credentials: Credentials, log: Callable[[str], None]) -> None:
         """Background mode: the preparation in this thread, then the job to the end."""
@@ -264,6 +323,7 @@ class JobController:
         changed = self._watch_other_blenders() or changed
         changed = self._advance_preparations() or changed
         changed = self._drain_events() or changed
+        changed = self._start_waiting() or changed
         imports = 0
         for record in list(self.views.values()):
             if imports >= MAX_IMPORTS_PER_TICK:
@@ -344,7 +404,8 @@ class JobController:
 
     def has_active_jobs(self) -> bool:
         """True while the monitor has work; asked on every tick, so the cheap answers come first."""
-        if self.paused_offline or self._watched or self._preparations or self.worker.any_running():
+        if (self.paused_offline or self._watched or self._preparations or self._waiting
+                or self.worker.any_running()):
             return True  # paused for online access, watching another Blender, or running here
         if self._key_check is not None and self._key_check.is_alive():
             return True
@@ -393,7 +454,8 @@ class JobController:
         return "Paused: it stopped when Blender closed or the extension was turned off — press Resume."
 
     def is_running(self, job_id: str) -> bool:
-        return job_id in self._preparations or self.worker.is_running(job_id)
+        """Running or waiting in this Blender's queue (either way: not paused, not to resume)."""
+        return job_id in self._preparations or job_id in self._waiting or self.worker.is_running(job_id)
 
     # -- placing results ---------------------------------------------------------
 
@@ -450,6 +512,7 @@ class JobController:
     def cancel(self, job_id: str) -> bool:
         if self.worker.cancel(job_id):
             return True
+        self._waiting.pop(job_id, None)  # then cancelled below like any job not running
         task = self._preparations.pop(job_id, None)
         if task is not None:
             task.stop()
@@ -480,7 +543,7 @@ class JobController:
         record.prepare_retry()
         if sync:
             return self.run_sync(record, credentials, log)
-        self.start(record, credentials)
+        self._start_or_wait(record, credentials)
         return record
 
     def unfinished_jobs(self, blend_file: str | None = None) -> list[JobRecord]:
@@ -662,11 +725,18 @@ class JobController:
         for task in self._preparations.values():
             task.stop()
         self._preparations.clear()
+        self._waiting.clear()  # still pending in their records: resumed next time
         self.worker.shutdown()
         self._drain_events()
         for job_id in self.store.claimed_ids():
             if not self.worker.is_running(job_id):  # a thread that outlived the timeout releases its own
                 self.store.release(job_id)
+
+
+def preferred_parallel_jobs() -> int:
+    addon = bpy.context.preferences.addons.get(ADDON_PACKAGE)
+    return int(getattr(addon.preferences, "max_parallel_jobs", DEFAULT_PARALLEL_JOBS)) if addon else \
+        DEFAULT_PARALLEL_JOBS
 
 
 def _service_of(record: JobRecord, credentials: Credentials) -> Credentials:

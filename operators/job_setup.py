@@ -125,15 +125,19 @@ def _inputs_blocking_reason(context: bpy.types.Context) -> str | None:
     if strip is None:
         return (f"There is no strip called '{name}' — pick the movie strip again." if name
                 else "Select a movie strip (or pick one in the panel) to lip-sync.")
+    return shot_blocking_reason(context, strip, audio_choice(context))
+
+
+def shot_blocking_reason(context: bpy.types.Context, strip, choice: AudioChoice) -> str | None:
+    """One sentence on why this strip cannot be lip-synced to ``choice``, or None (no network check)."""
     if not media.is_video_strip(strip):
         return f"'{strip.name}' is not a movie strip — pick a movie or image-sequence strip to lip-sync."
     if not os.path.isfile(media.video_file(strip)):
         return f"The movie file of '{strip.name}' is missing — relink it, then try again."
-    return _audio_blocking_reason(context)
+    return _audio_blocking_reason(context, choice)
 
 
-def _audio_blocking_reason(context: bpy.types.Context) -> str | None:
-    choice = audio_choice(context)
+def _audio_blocking_reason(context: bpy.types.Context, choice: AudioChoice) -> str | None:
     options = settings(context)
     if choice.kind == "STRIP":
         if choice.strip is None:
@@ -166,14 +170,17 @@ class Estimate:
         return self.audio_seconds is not None and abs(self.audio_seconds - self.video_seconds) > 0.05
 
 
-def estimate(context: bpy.types.Context) -> Estimate | None:
-    """Credits for the job as it stands: the result follows the audio's length."""
-    if _inputs_blocking_reason(context) is not None:
+def estimate(context: bpy.types.Context, strip=None, audio: AudioChoice | None = None) -> Estimate | None:
+    """Credits for the job as it stands (or for ``strip`` with ``audio``): the result follows the audio's length."""
+    if strip is None:
+        if _inputs_blocking_reason(context) is not None:
+            return None
+        strip, audio = video_strip(context), audio_choice(context)
+    elif shot_blocking_reason(context, strip, audio) is not None:
         return None
-    strip = video_strip(context)
     scene = context.scene
     video_seconds = media.visible_seconds(strip, scene)
-    audio_seconds = _audio_seconds(context)
+    audio_seconds = _audio_seconds(context, audio)
     source_fps = media.strip_source_fps(strip)
     billed = audio_seconds if audio_seconds is not None else video_seconds
     fps_original = settings(context).fps_mode == "ORIGINAL"
@@ -181,8 +188,7 @@ def estimate(context: bpy.types.Context) -> Estimate | None:
                     estimate_credits(billed, fps_original=fps_original, source_fps=source_fps))
 
 
-def _audio_seconds(context: bpy.types.Context) -> float | None:
-    choice = audio_choice(context)
+def _audio_seconds(context: bpy.types.Context, choice: AudioChoice) -> float | None:
     if choice.strip is not None:  # a sound strip, or the movie's own sound: its visible part
         return media.visible_seconds(choice.strip, context.scene)
     return media.audio_file_seconds(choice.path) if choice.path else None
@@ -212,8 +218,8 @@ def background_cut_program() -> str:
     return program if program and os.path.isfile(program) else ""
 
 
-def plan_job(context: bpy.types.Context, *, cut_program: str = "",
-             defer: bool = False) -> tuple[JobRecord, PreparationPlan | None]:
+def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool = False,
+             strip=None, audio: AudioChoice | None = None) -> tuple[JobRecord, PreparationPlan | None]:
     """Describe the job and prepare what is cheap; raises ``media.MediaError`` with a sentence.
 
     With ``defer`` (a window is open), work that grows with the files' size is not done here:
@@ -221,13 +227,16 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
     controller to carry out off the main thread — a strip that needs cutting is cut by
     ``cut_program`` in a background process, and the video is described and hashed there.
     Without ``defer`` everything is done now and the plan is None.
+
+    ``strip`` and ``audio`` name the shot (a batch); by default the panel's choice.
     """
     scene = context.scene
-    strip = video_strip(context)
+    strip = strip if strip is not None else video_strip(context)
+    choice = audio if audio is not None else audio_choice(context)
     options = settings(context)
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
     work_dir = user_folder("work", record.job_id)
-    audio, audio_command = _prepare_audio(context, str(work_dir), defer=defer, cut_program=cut_program)
+    audio, audio_command = _prepare_audio(context, choice, str(work_dir), defer=defer, cut_program=cut_program)
     check_sendable(audio, "audio")
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
@@ -239,13 +248,13 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "",
     output = output_folder()
     output.mkdir(parents=True, exist_ok=True)
     record.output_path = str(output / f"{safe_name(strip.name)}_talking_face_{record.job_id[:8]}{RESULT_SUFFIX}")
-    choice = audio_choice(context)
     prefs = preferences()
     record.owner = {
         "blend_file": bpy.data.filepath,
         "base_url": credentials().base_url,  # uploads are only reused on the service that stored them
         "scene": scene.name,
         "source_strip": strip.name,
+        "timeline": [strip.frame_final_start, strip.channel],  # the queue starts waiting jobs in this order
         "source_strips": [strip.name] + ([choice.strip.name] if choice.kind == "STRIP" else []),
         "result_name": f"{strip.name} TF",
         "audio_path": audio.path,
@@ -355,14 +364,13 @@ def add_video(record: JobRecord, video: media.PreparedMedia, video_key: str) -> 
     record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)
 
 
-def _prepare_audio(context: bpy.types.Context, work_dir: str, *, defer: bool = False,
+def _prepare_audio(context: bpy.types.Context, choice: AudioChoice, work_dir: str, *, defer: bool = False,
                    cut_program: str = "") -> tuple[media.PreparedMedia, tuple[str, ...]]:
     """The audio as far as it is prepared now, and the background command that still has to cut it.
 
     With ``defer`` nothing that grows with the sound's size happens here: a sound to cut is cut
     by ``cut_program`` in a background process, and a file sent as it is is hashed later.
     """
-    choice = audio_choice(context)
     hashed = not defer
     if choice.kind == "FILE":
         return media.prepare_audio_file(choice.path, hashed=hashed), ()

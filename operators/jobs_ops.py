@@ -15,8 +15,9 @@ from bpy.props import EnumProperty, StringProperty
 
 from ..newport_api import JobRecord, Phase
 from . import compat, job_setup
-from .controller import get_controller
+from .controller import Credentials, get_controller
 from .media import MediaError
+from .preparation import PreparationPlan
 
 TICK_SECONDS = 0.2
 RUN_MODES = (
@@ -28,6 +29,19 @@ RUN_MODES = (
 
 def runs_synchronously(mode: str) -> bool:
     return mode == "SYNC" or (mode == "AUTO" and bpy.app.background)
+
+
+def start_planned(record: JobRecord, plan: PreparationPlan | None, credentials: Credentials, *,
+                  sync: bool) -> JobRecord:
+    """Hand a planned job to the controller: its preparation off the main thread (``plan``), or the job.
+
+    Without ``sync`` it joins the controller's queue; with it, it runs to the end first.
+    """
+    controller = get_controller()
+    if plan is not None:  # cut and hashed off the main thread; the tick launches the job after
+        controller.prepare(record, credentials)
+        return record
+    return controller.launch(record, credentials, sync=sync)
 
 
 class TalkingFaceOperator:
@@ -67,12 +81,7 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        controller = get_controller()
-        credentials = job_setup.credentials()
-        if plan is not None:  # cut and hashed off the main thread; the tick launches the job after
-            controller.prepare(record, credentials)
-        else:
-            controller.launch(record, credentials, sync=sync)
+        start_planned(record, plan, job_setup.credentials(), sync=sync)
         return self._report(record, sync)
 
     def _report(self, record, sync: bool) -> set[str]:

@@ -102,6 +102,7 @@ def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     row.operator("sequencer.talking_face_generate", icon="PLAY")
     if reason:
         draw_sentence(layout, context, reason, icon="INFO")
+    layout.operator("sequencer.talking_face_batch", text="Dub Shots…", icon="SEQ_STRIP_DUPLICATE")
     if job_setup.key_source() == "environment":
         layout.label(text="Using the API key from NEWPORT_API_KEY.", icon="KEYINGSET")
 
@@ -113,11 +114,48 @@ def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     if not jobs:
         layout.label(text="No jobs for this file yet.")
         return
-    for record in jobs[:MAX_LISTED_JOBS]:
-        draw_job(layout.box(), record, context)
+    for entry in group_batches(jobs)[:MAX_LISTED_JOBS]:
+        if isinstance(entry, list):
+            draw_batch(layout.box(), entry, context)
+        else:
+            draw_job(layout.box(), entry, context)
     controller = get_controller()
     if any(not record.phase.finished and not controller.owned_elsewhere(record) for record in jobs):
         layout.operator("sequencer.talking_face_cancel", text="Cancel All", icon="CANCEL")
+
+
+def group_batches(jobs: list[JobRecord]) -> list[JobRecord | list[JobRecord]]:
+    """Jobs in their order, a batch's jobs gathered (in timeline order) where its newest one is."""
+    entries: list[JobRecord | list[JobRecord]] = []
+    batches: dict[str, list[JobRecord]] = {}
+    for record in jobs:
+        batch = record.owner.get("batch")
+        if not batch:
+            entries.append(record)
+        elif batch in batches:
+            batches[batch].append(record)
+        else:
+            batches[batch] = [record]
+            entries.append(batches[batch])
+    for members in batches.values():
+        members.sort(key=lambda record: (*record.owner.get("timeline", (0, 0)), record.created_at))
+    return entries
+
+
+def draw_batch(box: bpy.types.UILayout, jobs: list[JobRecord], context: bpy.types.Context) -> None:
+    """A batch under one box: its total progress, Retry Failed, then its shots."""
+    done = sum(record.phase == Phase.DONE for record in jobs)
+    failed = sum(record.phase == Phase.FAILED for record in jobs)
+    header = box.row()
+    header.label(text=f"Batch of {len(jobs)} shot(s)", icon="SEQ_STRIP_DUPLICATE")
+    header.label(text=f"{done}/{len(jobs)} done" + (f" · {failed} failed" if failed else ""))
+    compat.draw_progress(box, done / len(jobs), f"{done}/{len(jobs)}")
+    if failed:
+        box.operator("sequencer.talking_face_retry_failed", icon="FILE_REFRESH").batch = jobs[0].owner["batch"]
+    for record in jobs[:MAX_LISTED_JOBS]:
+        draw_job(box.box(), record, context)
+    if len(jobs) > MAX_LISTED_JOBS:
+        box.label(text=f"… and {len(jobs) - MAX_LISTED_JOBS} more shot(s)")
 
 
 def draw_sentence(layout: bpy.types.UILayout, context: bpy.types.Context, text: str, icon: str = "NONE") -> None:

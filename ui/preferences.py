@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
 
 from ..newport_api import DEFAULT_BASE_URL
 from ..operators import compat, job_setup
-from ..operators.controller import ADDON_PACKAGE, get_controller
+from ..operators.controller import ADDON_PACKAGE, DEFAULT_PARALLEL_JOBS, get_controller
 
 
 class TalkingFacePreferences(bpy.types.AddonPreferences):
@@ -32,6 +32,9 @@ class TalkingFacePreferences(bpy.types.AddonPreferences):
     mute_sources: BoolProperty(
         name="Mute Source Strips After Import", default=True,
         description="Mute the source movie and sound strips once the result is on the timeline")
+    max_parallel_jobs: IntProperty(
+        name="Jobs at Once", default=DEFAULT_PARALLEL_JOBS, min=1, soft_max=10,
+        description="How many jobs run at the same time; the others wait in the queue, in timeline order")
     show_advanced: BoolProperty(name="Advanced", default=False)
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -54,6 +57,7 @@ def draw_preferences(layout: bpy.types.UILayout, prefs: TalkingFacePreferences) 
         column.label(text=status)
     column.prop(prefs, "output_dir")
     column.prop(prefs, "mute_sources")
+    column.prop(prefs, "max_parallel_jobs")
     column.prop(prefs, "show_advanced")
     if prefs.show_advanced:
         column.prop(prefs, "base_url")

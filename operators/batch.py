@@ -1,0 +1,258 @@
+"""Dub a whole edit: one job per shot, each paired with its audio by one rule.
+
+``read_shots`` turns the selected (or in-range) picture strips into ``Shot``s, in timeline
+order, each with its audio or the sentence saying why it cannot run. Every runnable shot
+is planned by ``job_setup.plan_job`` — the path Generate takes — and its record carries
+``owner["batch"]``, which groups the batch in the Jobs list.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+from ..newport_api import Phase
+from . import compat, job_setup, media, placement
+from .controller import get_controller
+from .jobs_ops import NetworkOperator, ensure_monitor, runs_synchronously, start_planned
+
+AUDIO_RULES = (
+    ("OVERLAP", "Overlapping Sound", "The sound strip that overlaps the shot the most"),
+    ("OWN", "Movie's Own Sound", "The sound inside each shot's movie file"),
+    ("FILES", "File per Shot", "A file per shot from the pattern, {strip} being the strip's name"),
+)
+SCOPES = (
+    ("SELECTED", "Selected Strips", "Every selected movie or image-sequence strip"),
+    ("RANGE", "Frame Range", "Every movie or image-sequence strip in the scene's frame range"),
+)
+DIALOG_WIDTH = 560
+MAX_DIALOG_ROWS = 25
+
+
+@dataclass(frozen=True)
+class Shot:
+    strip: Any
+    audio: job_setup.AudioChoice | None
+    reason: str = ""  # why it cannot run; "" when it can
+
+    @property
+    def audio_name(self) -> str:
+        if self.audio is None:
+            return "—"
+        if self.audio.kind == "FILE":
+            return os.path.basename(self.audio.path)
+        return "own sound" if self.audio.kind == "MOVIE" else self.audio.strip.name
+
+
+def read_shots(context: bpy.types.Context, *, audio: str, audio_channel: int, audio_pattern: str,
+               scope: str, shard: str = "") -> list[Shot]:
+    """The batch's shots in timeline order (by start, then channel); ``shard`` 'i/n' keeps every n-th from the i-th.
+
+    Raises ``ValueError`` with a sentence for a malformed shard.
+    """
+    strips = sorted(_picture_strips(context.scene, scope), key=lambda strip: (strip.frame_final_start, strip.channel))
+    index, count = parse_shard(shard)
+    return [_pair(context, strip, audio, audio_channel, audio_pattern) for strip in strips[index::count]]
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    if not shard.strip():
+        return 0, 1
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ValueError(f"The shard '{shard}' is not of the form i/n with 0 ≤ i < n (e.g. 0/4) — fix it.")
+    return index, count
+
+
+def _picture_strips(scene: bpy.types.Scene, scope: str) -> list:
+    first, last = scene.frame_start, scene.frame_end + 1
+    return [strip for strip in compat.all_strips(scene)
+            if media.is_video_strip(strip) and not strip.get(placement.JOB_PROPERTY)  # a result is no shot
+            and (strip.select if scope == "SELECTED"
+                 else strip.frame_final_start < last and strip.frame_final_end > first)]
+
+
+def _pair(context: bpy.types.Context, strip, rule: str, channel: int, pattern: str) -> Shot:
+    if rule == "OVERLAP":
+        sound = overlapping_sound(context.scene, strip, channel)
+        if sound is None:
+            where = f" on channel {channel}" if channel else ""
+            return Shot(strip, None, f"No sound strip overlaps '{strip.name}'{where} — add its dialogue "
+                                     "there or pick another audio rule.")
+        choice = job_setup.AudioChoice("STRIP", strip=sound)
+    elif rule == "OWN":
+        if not compat.is_movie(strip):
+            return Shot(strip, None, f"'{strip.name}' is an image sequence, which has no sound of its own "
+                                     "— pick another audio rule.")
+        choice = job_setup.AudioChoice("MOVIE", strip=strip)
+    else:
+        path = bpy.path.abspath(pattern.replace("{strip}", strip.name))
+        if not os.path.isfile(path):
+            return Shot(strip, job_setup.AudioChoice("FILE", path=path),
+                        f"There is no audio file for '{strip.name}' at '{path}' — add it or change the pattern.")
+        choice = job_setup.AudioChoice("FILE", path=path)
+    return Shot(strip, choice, job_setup.shot_blocking_reason(context, strip, choice) or "")
+
+
+def overlapping_sound(scene: bpy.types.Scene, strip, channel: int = 0):
+    """The sound strip overlapping ``strip``'s visible range the most (on ``channel``; 0: any), or None.
+
+    Results placed earlier are never a shot's dialogue.
+    """
+    best, best_frames = None, 0
+    for sound in compat.all_strips(scene):
+        if not compat.is_sound(sound) or sound.get(placement.JOB_PROPERTY) or (channel and sound.channel != channel):
+            continue
+        frames = (min(sound.frame_final_end, strip.frame_final_end)
+                  - max(sound.frame_final_start, strip.frame_final_start))
+        if frames > best_frames:
+            best, best_frames = sound, frames
+    return best
+
+
+class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
+    """Lip-sync every selected shot (or every shot in the frame range) to its own audio, one job each"""
+
+    bl_idname = "sequencer.talking_face_batch"
+    bl_label = "Dub Shots with Talking Face"
+
+    audio: EnumProperty(name="Audio", items=AUDIO_RULES, default="OVERLAP")
+    audio_channel: IntProperty(name="Sound Channel", default=0, min=0, max=128,
+                               description="The channel of the dialogue's sound strips (0: any channel)")
+    audio_pattern: StringProperty(name="Audio Files", default="//dub/{strip}.wav",
+                                  description="Each shot's audio file; {strip} is replaced by the strip's name")
+    scope: EnumProperty(name="Shots", items=SCOPES, default="SELECTED")
+    shard: StringProperty(name="Shard", default="",
+                          description="'i/n' runs only every n-th shot from the i-th (0-based), to split "
+                                      "an edit across machines")
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        if context.scene is None or context.scene.sequence_editor is None:
+            return "Open a scene with a Video Sequencer to dub its shots."
+        return job_setup.network_blocking_reason()
+
+    def shots(self, context: bpy.types.Context) -> list[Shot]:
+        return read_shots(context, audio=self.audio, audio_channel=self.audio_channel,
+                          audio_pattern=self.audio_pattern, scope=self.scope, shard=self.shard)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if context.window is None or bpy.app.background:
+            return self.execute(context)
+        return context.window_manager.invoke_props_dialog(self, width=DIALOG_WIDTH)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        column = layout.column()
+        column.prop(self, "scope")
+        column.prop(self, "audio")
+        if self.audio == "OVERLAP":
+            column.prop(self, "audio_channel")
+        elif self.audio == "FILES":
+            column.prop(self, "audio_pattern")
+        try:
+            draw_shot_list(layout, context, self.shots(context))
+        except ValueError as error:
+            layout.label(text=str(error), icon="ERROR")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            shots = self.shots(context)
+        except ValueError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        if not shots:
+            self.report({"ERROR"}, "There are no movie strips to dub — select the shots (or use the frame range).")
+            return {"CANCELLED"}
+        sync = runs_synchronously(self.mode)
+        problems = [f"{shot.strip.name}: {shot.reason}" for shot in shots if shot.reason]
+        started = 0
+        batch_id = uuid.uuid4().hex[:12]
+        credentials = job_setup.credentials()
+        for shot in (shot for shot in shots if not shot.reason):
+            try:
+                record, plan = job_setup.plan_job(context, strip=shot.strip, audio=shot.audio, defer=not sync,
+                                                  cut_program="" if sync else job_setup.background_cut_program())
+            except media.MediaError as error:
+                problems.append(f"{shot.strip.name}: {error}")
+                continue
+            record.owner["batch"] = batch_id
+            record = start_planned(record, plan, credentials, sync=sync)
+            if record.phase == Phase.FAILED:
+                problems.append(f"{shot.strip.name}: {record.error}")
+            else:
+                started += 1
+        if not sync:
+            ensure_monitor()
+        return self._report(len(shots), started, problems, sync)
+
+    def _report(self, total: int, started: int, problems: list[str], sync: bool) -> set[str]:
+        done = "placed" if sync else "started"
+        if problems:
+            self.report({"ERROR"}, f"Talking Face: {started} of {total} shot(s) {done}; not {done}: "
+                                   + " | ".join(problems))
+            return {"CANCELLED"} if sync or not started else {"FINISHED"}
+        self.report({"INFO"}, f"Talking Face: {started} shot(s) {done}.")
+        return {"FINISHED"}
+
+
+def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots: list[Shot]) -> None:
+    """The confirmation: every shot with its audio, duration and credits, the total, and the shots skipped."""
+    runnable = [shot for shot in shots if not shot.reason]
+    costs = [job_setup.estimate(context, shot.strip, shot.audio) for shot in runnable]
+    box = layout.box()
+    for shot, cost in list(zip(runnable, costs))[:MAX_DIALOG_ROWS]:
+        row = box.row()
+        row.label(text=shot.strip.name, icon="SEQUENCE")
+        row.label(text=shot.audio_name, icon="SOUND")
+        if cost is None:
+            row.label(text="—")
+            continue
+        seconds = cost.audio_seconds if cost.audio_seconds is not None else cost.video_seconds
+        row.label(text=f"{seconds:.1f} s · {cost.credits:.1f} credits")
+    total = sum(cost.credits for cost in costs if cost is not None)
+    if len(runnable) > MAX_DIALOG_ROWS:
+        box.label(text=f"… and {len(runnable) - MAX_DIALOG_ROWS} more shot(s)")
+    layout.label(text=f"{len(runnable)} shot(s), about {total:.1f} credits in all", icon="FUND")
+    balance = get_controller().key_status
+    layout.label(text=balance or "Press Check Key in the preferences to see the balance.", icon="INFO")
+    for shot in (shot for shot in shots if shot.reason):
+        layout.label(text=f"Skipped {shot.strip.name}: {shot.reason}", icon="ERROR")
+
+
+class SEQUENCER_OT_talking_face_retry_failed(NetworkOperator, bpy.types.Operator):
+    """Run the failed shots of this batch again (the others are left as they are)"""
+
+    bl_idname = "sequencer.talking_face_retry_failed"
+    bl_label = "Retry Failed"
+
+    batch: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controller = get_controller()
+        sync = runs_synchronously(self.mode)
+        failed = [record.job_id for record in list(controller.views.values())
+                  if record.owner.get("batch") == self.batch and record.phase == Phase.FAILED]
+        if not failed:
+            self.report({"WARNING"}, "This batch has no failed shots to retry.")
+            return {"CANCELLED"}
+        retried = [controller.retry(job_id, job_setup.credentials(), sync=sync) for job_id in failed]
+        still_failed = [record for record in retried if record is not None and record.phase == Phase.FAILED]
+        if not sync:
+            ensure_monitor()
+        if still_failed:
+            self.report({"ERROR"}, " | ".join(f"{record.label}: {record.error}" for record in still_failed))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Talking Face: retried {len(failed)} shot(s).")
+        return {"FINISHED"}
+
+
+CLASSES = (SEQUENCER_OT_talking_face_batch, SEQUENCER_OT_talking_face_retry_failed)
