@@ -157,6 +157,13 @@ def test_zip_has_no_sandbox_and_no_command_line(extension_zip: pathlib.Path) -> 
     assert (REPO_ROOT / "newport_api" / "sandbox" / "__init__.py").is_file()  # the check looks in the right place
 
 
+def test_zip_holds_only_what_the_extension_runs(extension_zip: pathlib.Path) -> None:
+    """Code, the manifest and the README: no screenshots, test data or build leftovers for artists."""
+    extras = [name for name in zip_names(extension_zip)
+              if not name.endswith((".py", "/")) and name not in ("blender_manifest.toml", "README.md")]
+    assert extras == []
+
+
 def test_every_relative_import_in_the_zip_finds_its_module(extension_zip: pathlib.Path) -> None:
     """Nothing shipped imports what the zip leaves out (the sandbox, the CLI)."""
     names = set(zip_names(extension_zip))
