@@ -200,12 +200,15 @@ def _sequence_editor_area(window: Any) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _sequencer_scene(window: Any, scene: bpy.types.Scene) -> Iterator[None]:
-    """On 5.0 point the workspace's sequencer at ``scene`` for the call, then put it back."""
-    if not uses_sequencer_scene():
+def sequencer_scene(workspace: Any, scene: bpy.types.Scene) -> Iterator[None]:
+    """On 5.0 point the workspace's sequencer at ``scene`` inside the block, then put it back.
+
+    5.0's sequencer operators act on it, and ``strip.modifiers.new`` crashes Blender while it
+    is unset (measured on the 5.0.1 wheel). Elsewhere (4.x, or no workspace) it does nothing.
+    """
+    if not uses_sequencer_scene() or workspace is None:
         yield
         return
-    workspace = window.workspace
     previous = workspace.sequencer_scene
     workspace.sequencer_scene = scene
     try:
@@ -240,7 +243,7 @@ def sequencer_context_override(scene: bpy.types.Scene) -> Iterator[None]:
     window = _any_window()
     with contextlib.ExitStack() as stack:
         area = stack.enter_context(_sequence_editor_area(window))
-        stack.enter_context(_sequencer_scene(window, scene))
+        stack.enter_context(sequencer_scene(window.workspace, scene))
         stack.enter_context(bpy.context.temp_override(**_override_keywords(window, area, scene)))
         yield
 

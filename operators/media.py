@@ -436,12 +436,21 @@ def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
     process's stdout read with ``parse_cut_progress``; afterwards ``describe_video(output,
     is_source_file=False)`` gives the PreparedMedia.
     """
+    program = _cut_program(blender, "video")
+    return _background_cut(program, CUT_SCRIPT, _cut_request(strip, work_dir, output))
+
+
+def _cut_program(blender: str, what: str) -> str:
     program = blender or bpy.app.binary_path
     if not program:
-        raise MediaError("This Blender has no program to cut the video in the background.")
-    request = _cut_request(strip, work_dir, output)
+        raise MediaError(f"This Blender has no program to cut the {what} in the background.")
+    return program
+
+
+def _background_cut(program: str, script: pathlib.Path, request: CutRequest | CutAudioRequest) -> tuple[list[str], str]:
+    """A background Blender running a cut script on ``request``, and the file it writes."""
     command = [program, "-b", "--factory-startup", "--python-exit-code", "1",
-               "--python", str(CUT_SCRIPT), "--", *request.to_args()]
+               "--python", str(script), "--", *request.to_args()]
     return command, request.output
 
 
@@ -683,10 +692,5 @@ def cut_audio_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
     ``TALKING_FACE_ERROR <sentence>`` line. Then ``describe_audio(output, is_source_file=False)``
     (bpy-free) gives the PreparedMedia.
     """
-    program = blender or bpy.app.binary_path
-    if not program:
-        raise MediaError("This Blender has no program to cut the sound in the background.")
-    request = audio_cut_request(strip, scene, work_dir)
-    command = [program, "-b", "--factory-startup", "--python-exit-code", "1",
-               "--python", str(CUT_AUDIO_SCRIPT), "--", *request.to_args()]
-    return command, request.output
+    program = _cut_program(blender, "sound")
+    return _background_cut(program, CUT_AUDIO_SCRIPT, audio_cut_request(strip, scene, work_dir))

@@ -262,25 +262,10 @@ def inherit_look(source: Any, result: Any) -> None:
     with contextlib.suppress(AttributeError, TypeError, ValueError):  # effect strips have no colour space
         result.colorspace_settings.name = source.colorspace_settings.name
     if len(source.modifiers):
-        with _modifiers_editable(result.id_data):
+        window = bpy.context.window
+        with compat.sequencer_scene(window.workspace if window else bpy.context.workspace, result.id_data):
             for modifier in source.modifiers:
                 _copy_properties(modifier, result.modifiers.new(name=modifier.name, type=modifier.type))
-
-
-@contextlib.contextmanager
-def _modifiers_editable(scene: bpy.types.Scene) -> Iterator[None]:
-    """On 5.0, ``modifiers.new`` crashes Blender while the workspace has no sequencer scene (measured on
-    the 5.0.1 wheel): point it at ``scene`` for the call, then put it back."""
-    workspace = bpy.context.window.workspace if bpy.context.window else bpy.context.workspace
-    if not compat.uses_sequencer_scene() or workspace is None:
-        yield
-        return
-    previous = workspace.sequencer_scene
-    workspace.sequencer_scene = scene
-    try:
-        yield
-    finally:
-        workspace.sequencer_scene = previous
 
 
 def _blend_relative(path: str, blend_path: str) -> str:

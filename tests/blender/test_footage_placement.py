@@ -6,7 +6,6 @@ file's results moved beside it when it is first saved.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 from types import ModuleType
@@ -39,25 +38,11 @@ def framed_source(compat: ModuleType, scene: bpy.types.Scene, path: pathlib.Path
     strip.blend_alpha = 0.6
     strip.colorspace_settings.name = "Linear Rec.709" if "Linear Rec.709" in {
         item.identifier for item in strip.colorspace_settings.bl_rna.properties["name"].enum_items} else "Non-Color"
-    with sequencer_scene(compat, scene):  # 5.0.1 crashes in modifiers.new without one
+    with compat.sequencer_scene(bpy.context.window.workspace, scene):  # 5.0.1 crashes in modifiers.new without one
         balance = strip.modifiers.new(name="Grade", type="COLOR_BALANCE")
     balance.color_balance.gain = (1.2, 0.9, 0.8)
     balance.color_multiply = 1.3
     return strip
-
-
-@contextlib.contextmanager
-def sequencer_scene(compat: ModuleType, scene: bpy.types.Scene):
-    workspace = bpy.context.window.workspace
-    if not compat.uses_sequencer_scene():
-        yield
-        return
-    previous = workspace.sequencer_scene
-    workspace.sequencer_scene = scene
-    try:
-        yield
-    finally:
-        workspace.sequencer_scene = previous
 
 
 def framing(strip) -> dict:
