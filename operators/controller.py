@@ -93,8 +93,8 @@ class JobController:
         self.key_status = ""
         self._key_status_shown = ""
         self.views: dict[str, JobRecord] = {record.job_id: record for record in store.load_all()}
-        # Jobs stopped because online access was switched off, with what they need to go on once it is back.
-        self.paused_offline: dict[str, Credentials] = {}
+        # Jobs stopped because online access was switched off; they go on once it is back.
+        self.paused_offline: set[str] = set()
         self._credentials: dict[str, Credentials] = {}  # what each job of this session was started with
         self._owners: dict[str, tuple[float, OwnerInfo | None]] = {}  # job id → (read at, owner)
         self._watched: set[str] = set()  # jobs seen running in another Blender
@@ -378,17 +378,16 @@ class JobController:
     def _follow_online_access(self) -> bool:
         """Online access switched off pauses every network job at once; switched on, they go on."""
         if not bpy.app.online_access:
-            paused = [job_id for job_id in self.worker.running_ids() if self.worker.pause(job_id)]
-            for job_id in paused:
-                self.paused_offline[job_id] = self._credentials.get(job_id) or _missing_credentials()
+            paused = {job_id for job_id in self.worker.running_ids() if self.worker.pause(job_id)}
+            self.paused_offline |= paused
             return bool(paused)
         if not self.paused_offline or any(self.worker.is_running(job_id) for job_id in self.paused_offline):
             return False  # paused jobs still winding down: start them once their threads are gone
-        paused, self.paused_offline = self.paused_offline, {}
-        for job_id, credentials in paused.items():
+        paused, self.paused_offline = self.paused_offline, set()
+        for job_id in paused:
             record = self.store.load(job_id) or self.views.get(job_id)
             if record is not None and not record.phase.finished:
-                self.start(record, credentials)
+                self.start(record, self._credentials.get(job_id) or _current_credentials())
         return True
 
     def _watch_other_blenders(self) -> bool:
@@ -400,7 +399,7 @@ class JobController:
         # Already watching: take_over_abandoned reads every owner file itself, no need to read them twice.
         if not (self._watched or self.jobs_owned_elsewhere()) or not bpy.app.online_access:
             return False
-        return bool(self.take_over_abandoned(_missing_credentials()))
+        return bool(self.take_over_abandoned(_current_credentials()))
 
     def has_active_jobs(self) -> bool:
         """True while the monitor has work; asked on every tick, so the cheap answers come first."""
@@ -751,7 +750,8 @@ def _service_of(record: JobRecord, credentials: Credentials) -> Credentials:
     return dataclasses.replace(credentials, base_url=started_on)
 
 
-def _missing_credentials() -> Credentials:
+def _current_credentials() -> Credentials:
+    """The preferences' credentials now (for jobs this session did not start itself)."""
     from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
 
     return job_setup.credentials()
