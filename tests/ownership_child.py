@@ -35,6 +35,18 @@ def owner(store: JobStore, job_id: str) -> dict | None:
     return None if info is None else {"pid": info.pid, "alive": info.alive}
 
 
+def owner_once_named(store: JobStore, job_id: str, wait: float = 2.0) -> dict | None:
+    """The owner, read again for a moment when its file is not there yet.
+
+    A refusal can land between the winner taking the OS lock and writing its owner file
+    (microseconds apart); the panel reads it again on its next tick, and so does this.
+    """
+    deadline = time.monotonic() + wait
+    while (named := owner(store, job_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return named
+
+
 def hold(store: JobStore, job_id: str) -> int:
     claimed = store.claim(job_id)
     say("claimed", {"claimed": claimed, "pid": os.getpid(), "owner": owner(store, job_id)})
@@ -55,7 +67,7 @@ def run(store: JobStore, job_id: str, base_url: str, timeout: float) -> int:
     while not worker.start(store.load(job_id)):
         if not refused:
             refused = True
-            say("refused", {"pid": os.getpid(), "owner": owner(store, job_id)})
+            say("refused", {"pid": os.getpid(), "owner": owner_once_named(store, job_id)})
         if time.monotonic() > deadline:
             say("timeout")
             return 3
