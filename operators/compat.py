@@ -247,3 +247,25 @@ def sequencer_context_override(scene: bpy.types.Scene) -> Iterator[None]:
         stack.enter_context(bpy.context.temp_override(**_override_keywords(window, area, scene)))
         yield
 
+
+
+@contextlib.contextmanager
+def no_proxy_job_when_headless() -> Iterator[None]:
+    """In background mode, ``movie_strip_add`` inside the block starts no proxy-building job.
+
+    With Proxy Setup at Automatic (the default), the operator starts a proxy job in a
+    thread, and in background mode no event loop ever ends it: when a scene it was
+    started for is removed, Blender crashes in that thread or at exit (a segfault measured
+    on the 4.2 and 5.0 wheels). With a window the job is Blender's own business and the
+    artist's preference stands.
+    """
+    system = bpy.context.preferences.system
+    if not bpy.app.background or getattr(system, "sequencer_proxy_setup", "MANUAL") == "MANUAL":
+        yield
+        return
+    previous = system.sequencer_proxy_setup
+    system.sequencer_proxy_setup = "MANUAL"
+    try:
+        yield
+    finally:
+        system.sequencer_proxy_setup = previous

@@ -164,7 +164,7 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     """
     before = {strip.as_pointer() for strip in compat.strips(scene)}
     try:
-        with compat.sequencer_context_override(scene):
+        with compat.sequencer_context_override(scene), compat.no_proxy_job_when_headless():
             result = bpy.ops.sequencer.movie_strip_add(
                 filepath=video_path, frame_start=slot.start, channel=slot.movie_channel, sound=False,
                 adjust_playback_rate=True, use_framerate=False, set_view_transform=False)

@@ -88,9 +88,10 @@ def extension(extension_zip: pathlib.Path) -> ModuleType:
 
 # --- Media and placement (test_media.py, test_placement.py) ------------------------------------
 
-KEEP_SCENES_NOTE = """Scenes a result was placed in are never removed in these tests: headless,
-``movie_strip_add`` queues a proxy job that never runs, and Blender ends it at exit by
-touching its scene; a removed scene there crashes the exit (seen on bpy 5.0)."""
+KEEP_SCENES_NOTE = """Scenes a test called ``movie_strip_add`` in are not removed: headless, the operator
+starts a proxy job that nothing ends, and a removed scene crashes Blender in it or at exit
+(seen on bpy 5.0). Placement itself turns that job off (``compat.no_proxy_job_when_headless``;
+``test_a_pipeline_that_removes_the_scene_after_placing_exits_cleanly``)."""
 
 
 def _extension_module(extension: ModuleType, name: str) -> ModuleType:

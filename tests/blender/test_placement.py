@@ -9,8 +9,10 @@ channels free above the sources over the whole span start at 4. Results last 2 s
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -191,3 +193,20 @@ def test_job_audio_is_used_when_the_result_has_no_sound(compat, placement, user_
     names = place(placement, user_scene, silent_result, fallback_audio_path=str(fallback_wav))
 
     assert_sound_lines_up(compat, placement, user_scene, names, fps, fallback_wav)
+
+
+def test_a_pipeline_that_removes_the_scene_after_placing_exits_cleanly(extension_zip, tmp_path):
+    """Headless, a result at another rate goes through ``movie_strip_add``, whose proxy job
+    crashed Blender at exit once its scene was removed (exit code -11 on bpy 5.0). The job
+    must still be busy then to crash, hence a longer 720p clip."""
+    movie = tmp_path / "result_30fps.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=30:duration=4",
+                    "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(movie)], check=True)
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user"), "TALKING_FACE_ZIP": str(extension_zip)}
+    child = pathlib.Path(__file__).with_name("placement_exit_child.py")
+    done = subprocess.run([sys.executable, str(child), "--", str(movie)], env=env, capture_output=True, text=True,
+                          timeout=240, check=False)
+    placed = [line.split()[2:] for line in done.stdout.splitlines() if line.startswith("TF placed")]
+    assert done.returncode == 0, f"exit code {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    # 4 s of 30 fps footage covers 4 s of the 25 fps scene; the artist's proxy preference is untouched.
+    assert placed == [[str(4 * 25), "AUTOMATIC", "False"]] * 3
