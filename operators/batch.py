@@ -20,6 +20,7 @@ from ..newport_api import Phase
 from . import compat, job_setup, media, placement
 from .controller import get_controller
 from .jobs_ops import NetworkOperator, ensure_monitor, runs_synchronously, start_planned
+from .lengths import LONGER_AUDIO_ITEMS, SHORTER_AUDIO_ITEMS
 
 AUDIO_RULES = (
     ("OVERLAP", "Overlapping Sound", "The sound strip that overlaps the shot the most"),
@@ -133,6 +134,11 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
     shard: StringProperty(name="Shard", default="",
                           description="'i/n' runs only every n-th shot from the i-th (0-based), to split "
                                       "an edit across machines")
+    # Unset, they are the panel's choices (the scene's): a batch treats lengths as a single job does.
+    longer_audio: EnumProperty(name="Longer Audio", items=LONGER_AUDIO_ITEMS, default="AS_IS",
+                               description="What to send when a shot's audio lasts longer than the shot")
+    shorter_audio: EnumProperty(name="Shorter Audio", items=SHORTER_AUDIO_ITEMS, default="SHORTER",
+                                description="What to send when a shot's audio ends before the shot")
 
     @classmethod
     def disabled_reason(cls, context: bpy.types.Context) -> str | None:
@@ -144,7 +150,17 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         return read_shots(context, audio=self.audio, audio_channel=self.audio_channel,
                           audio_pattern=self.audio_pattern, scope=self.scope, shard=self.shard)
 
+    def lengths_choice(self, context: bpy.types.Context) -> job_setup.LengthChoice:
+        """The operator's length choices; those not given are the scene's."""
+        scene_choice = job_setup.length_choice(context)
+        given = self.properties.is_property_set
+        return job_setup.LengthChoice(
+            self.longer_audio if given("longer_audio") else scene_choice.longer_audio,
+            self.shorter_audio if given("shorter_audio") else scene_choice.shorter_audio)
+
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        choice = self.lengths_choice(context)  # the dialog starts from the panel's choices
+        self.longer_audio, self.shorter_audio = choice.longer_audio, choice.shorter_audio
         if context.window is None or bpy.app.background:
             return self.execute(context)
         return context.window_manager.invoke_props_dialog(self, width=DIALOG_WIDTH)
@@ -158,8 +174,10 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
             column.prop(self, "audio_channel")
         elif self.audio == "FILES":
             column.prop(self, "audio_pattern")
+        column.prop(self, "longer_audio")
+        column.prop(self, "shorter_audio")
         try:
-            draw_shot_list(layout, context, self.shots(context))
+            draw_shot_list(layout, context, self.shots(context), self.lengths_choice(context))
         except ValueError as error:
             layout.label(text=str(error), icon="ERROR")
 
@@ -177,10 +195,12 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         started = 0
         batch_id = uuid.uuid4().hex[:12]
         credentials = job_setup.credentials()
+        lengths_choice = self.lengths_choice(context)
         for shot in (shot for shot in shots if not shot.reason):
             try:
                 record, plan = job_setup.plan_job(context, strip=shot.strip, audio=shot.audio, defer=not sync,
-                                                  cut_program="" if sync else job_setup.background_cut_program())
+                                                  cut_program="" if sync else job_setup.background_cut_program(),
+                                                  lengths_choice=lengths_choice)
             except media.MediaError as error:
                 problems.append(f"{shot.strip.name}: {error}")
                 continue
@@ -204,10 +224,11 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots: list[Shot]) -> None:
+def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots: list[Shot],
+                   lengths_choice: job_setup.LengthChoice | None = None) -> None:
     """The confirmation: every shot with its audio, duration and credits, the total, and the shots skipped."""
     runnable = [shot for shot in shots if not shot.reason]
-    costs = [job_setup.estimate(context, shot.strip, shot.audio) for shot in runnable]
+    costs = [job_setup.estimate(context, shot.strip, shot.audio, lengths_choice) for shot in runnable]
     box = layout.box()
     for shot, cost in list(zip(runnable, costs))[:MAX_DIALOG_ROWS]:
         row = box.row()
@@ -216,8 +237,7 @@ def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots
         if cost is None:
             row.label(text="—")
             continue
-        seconds = cost.audio_seconds if cost.audio_seconds is not None else cost.video_seconds
-        row.label(text=f"{seconds:.1f} s · {cost.credits:.1f} credits")
+        row.label(text=f"{cost.billed_seconds:.1f} s · {cost.credits:.1f} credits")
     total = sum(cost.credits for cost in costs if cost is not None)
     if len(runnable) > MAX_DIALOG_ROWS:
         box.label(text=f"… and {len(runnable) - MAX_DIALOG_ROWS} more shot(s)")

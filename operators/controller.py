@@ -775,6 +775,8 @@ def fingerprint(record: JobRecord) -> str:
     inputs = record.owner.get("input_key") or record.owner["input_sha256"]
     identity = {"inputs": inputs, "width": record.width, "height": record.height,
                 "enhance": record.enhance, "fps_original": record.fps_original}
+    if record.owner.get("length_choice"):  # only when it changed what is sent: older fingerprints stay valid
+        identity["length_choice"] = record.owner["length_choice"]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

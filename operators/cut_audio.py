@@ -55,6 +55,7 @@ else:  # run as a script: there is no package, so the sibling is loaded by path
     _spec.loader.exec_module(cut_video)
 
 compat = cut_video.compat
+lengths = cut_video.lengths
 CutError = cut_video.CutError
 run_script = cut_video.run_script
 script_arguments = cut_video.script_arguments
@@ -216,11 +217,12 @@ def _partial_wav(output: str, channels: int, rate: int) -> Iterator[wave.Wave_wr
 
 
 def cut_wav(source: str, first: int, total: int, output: str, *,
-            on_progress: ProgressCallback | None = None) -> int:
+            on_progress: ProgressCallback | None = None, pad_to: int = 0) -> int:
     """Samples ``[first, first + total)`` of a WAV file as a 16-bit WAV; returns how many were written.
 
     Pure standard library (and numpy for other sample formats): never touches bpy. Samples
-    past the end of the file are not invented: the cut stops there.
+    past the end of the file are not invented: the cut stops there, then silence fills it
+    up to ``pad_to`` samples in all (the artist's choice for a sound shorter than its shot).
     """
     layout = read_wav_layout(source)
     if layout is None:
@@ -234,7 +236,16 @@ def cut_wav(source: str, first: int, total: int, output: str, *,
             writer.writeframes(_pcm16_block(stream.read(count * layout.frame_bytes), layout))
             if on_progress is not None:
                 on_progress(done + count, total)
-    return total
+        silence = _write_silence(writer, pad_to - total)
+    return total + silence
+
+
+def _write_silence(writer: wave.Wave_write, count: int) -> int:
+    """``count`` frames of 16-bit silence (none when ``count`` ≤ 0), in blocks; returns how many."""
+    frame_bytes = 2 * writer.getnchannels()
+    for done in range(0, max(0, count), BLOCK_FRAMES):
+        writer.writeframes(bytes(frame_bytes * min(BLOCK_FRAMES, count - done)))
+    return max(0, count)
 
 
 def wav_seconds(path: str) -> float | None:
@@ -248,12 +259,17 @@ def wav_seconds(path: str) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class CutAudioRequest:
-    """``seconds`` of the sound of ``source`` from ``start`` (its own time 0 as Blender plays it)."""
+    """``seconds`` of the sound of ``source`` from ``start`` (its own time 0 as Blender plays it).
+
+    ``length``, when not 0: the cut lasts exactly this long — shorter than ``seconds`` is cut
+    there, longer is filled with silence (``lengths``: the audio fitted to its shot).
+    """
 
     source: str
     output: str
     start: float
     seconds: float
+    length: float = 0.0
 
     def to_args(self) -> list[str]:
         # str() of a float keeps every digit; "--name=value" keeps a "-" value from looking like an option.
@@ -266,11 +282,19 @@ class CutAudioRequest:
         parser.add_argument("--output", required=True)
         parser.add_argument("--start", type=float, required=True)
         parser.add_argument("--seconds", type=float, required=True)
+        parser.add_argument("--length", type=float, default=0.0)
         return cls(**vars(parser.parse_args(argv)))
 
     def samples(self, rate: int) -> tuple[int, int]:
-        """(first, count) at ``rate``."""
-        return max(0, round(self.start * rate)), max(0, round(self.seconds * rate))
+        """(first, count) of the sound's samples taken, at ``rate``."""
+        first, count = max(0, round(self.start * rate)), max(0, round(self.seconds * rate))
+        if self.length > 0:
+            count = lengths.fitted_samples(count, self.length, rate)[0]
+        return first, count
+
+    def length_samples(self, rate: int) -> int:
+        """How many samples the cut has in all with ``length`` (silence included); 0 without it."""
+        return sum(lengths.fitted_samples(0, self.length, rate)) if self.length > 0 else 0
 
 
 def no_decoder_sentence(source: str) -> str:
@@ -316,6 +340,7 @@ def _cut_with_aud(request: CutAudioRequest, on_progress: ProgressCallback | None
             written += len(samples)
             if on_progress is not None:
                 on_progress(min(total, done + block), total)
+        written += _write_silence(writer, request.length_samples(rate) - written)
     return written
 
 
@@ -393,7 +418,8 @@ def _cut_with_mixdown(request: CutAudioRequest, on_progress: ProgressCallback | 
             if result != {"FINISHED"} or not mixed.is_file():
                 raise CutError(f"Blender could not mix down the sound of {request.source}.")
             trim_from = wanted_from - scene.frame_start * step
-        return cut_wav(str(mixed), trim_from, total, request.output, on_progress=on_progress)
+        return cut_wav(str(mixed), trim_from, total, request.output, on_progress=on_progress,
+                       pad_to=request.length_samples(rate))
     finally:
         mixed.unlink(missing_ok=True)
 
@@ -409,7 +435,8 @@ def cut_audio(request: CutAudioRequest, *, on_progress: ProgressCallback | None 
     layout = read_wav_layout(request.source)
     if layout is not None:
         first, total = request.samples(layout.rate)
-        return cut_wav(request.source, first, total, request.output, on_progress=on_progress)
+        return cut_wav(request.source, first, total, request.output, on_progress=on_progress,
+                       pad_to=request.length_samples(layout.rate))
     if not os.path.isfile(request.source):
         raise CutError(f"The sound file is missing: {request.source}")
     if compat.has_aud_module() and not _is_ogg_opus(request.source):

@@ -48,9 +48,10 @@ def _load_sibling(name: str) -> ModuleType:
 
 
 if __package__:
-    from . import compat
+    from . import compat, lengths
 else:
     compat = _load_sibling("compat")
+    lengths = _load_sibling("lengths")
 
 
 class CutError(RuntimeError):
@@ -102,6 +103,8 @@ class CutRequest:
     span: StripSpan
     colorspace: str = "sRGB"
     images: str = ""  # an image sequence: a file naming its images (in ``source``'s folder), one a line
+    extend: str = ""  # HOLD, LOOP or PINGPONG: the visible frames are extended to ``frames`` (``lengths``)
+    frames: int = 0  # with ``extend``: how many frames the cut has in all
 
     def to_args(self) -> list[str]:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
@@ -117,6 +120,8 @@ class CutRequest:
         parser.add_argument("--output", required=True)
         parser.add_argument("--colorspace", default="sRGB")
         parser.add_argument("--images", default="")
+        parser.add_argument("--extend", default="")
+        parser.add_argument("--frames", type=int, default=0)
         parser.add_argument("--fps", type=float, required=True)
         for name in ("width", "height", *(field.name for field in dataclasses.fields(StripSpan))):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, required=True)
@@ -186,29 +191,51 @@ def _reporting_frames(scene_name: str, total: int, on_progress: ProgressCallback
         bpy.app.handlers.render_write.remove(frame_written)
 
 
-def _image_strip(scene: bpy.types.Scene, request: CutRequest) -> Any:
+def _image_strip(scene: bpy.types.Scene, request: CutRequest, frame_start: int = 1) -> Any:
     names = pathlib.Path(request.images).read_text(encoding="utf-8").splitlines()
     folder = pathlib.Path(request.source).parent
     compat.ensure_editor(scene)
     strip = compat.strips(scene).new_image(name="source", filepath=str(folder / names[0]), channel=1,
-                                           frame_start=1, fit_method="ORIGINAL")
+                                           frame_start=frame_start, fit_method="ORIGINAL")
     for name in names[1:]:
         strip.elements.append(name)
     return strip
 
 
-def _source_strip(scene: bpy.types.Scene, request: CutRequest) -> Any:
+def _source_strip(scene: bpy.types.Scene, request: CutRequest, frame_start: int = 1) -> Any:
     # ORIGINAL: one source pixel per output pixel, whatever size the scene had when the strip was added.
     if request.images:
-        strip = _image_strip(scene, request)
+        strip = _image_strip(scene, request, frame_start)
     else:
-        strip = compat.new_movie(scene, "source", request.source, channel=1, frame_start=1,
+        strip = compat.new_movie(scene, "source", request.source, channel=1, frame_start=frame_start,
                                  fit_method="ORIGINAL")
     with contextlib.suppress(TypeError, ValueError):  # an unknown colour space keeps the default
         strip.colorspace_settings.name = request.colorspace
     if strip.frame_duration < 1:
         raise CutError(f"Blender could not read any frame of {request.source}.")
     return strip
+
+
+def _extend_picture(scene: bpy.types.Scene, request: CutRequest, source: Any, first: int, end: int) -> None:
+    """Lay out the visible frames ``[first, end)`` extended to ``request.frames`` as the scene's frame range.
+
+    One strip per run of ``lengths.extension_runs``, one after another from frame 1: each
+    shows its source frames through hold offsets, backward runs play reversed, and a held
+    frame is a one-frame strip stretched past its content (Blender then holds that frame).
+    """
+    source_frames = source.frame_duration
+    compat.strips(scene).remove(source)
+    at = 1
+    for run in lengths.extension_runs(request.extend, first, end, request.frames):
+        strip = _source_strip(scene, request, frame_start=at)
+        shown = 1 if run.step == 0 else run.count
+        strip.animation_offset_start = run.lowest
+        strip.animation_offset_end = source_frames - run.lowest - shown
+        strip.frame_start = at  # the content, now only the run's frames, starts at the run
+        strip.use_reverse_frames = run.step < 0
+        strip.frame_final_end = at + run.count  # a held frame: past its content
+        at += run.count
+    scene.frame_start, scene.frame_end = 1, at - 1
 
 
 def render_cut(request: CutRequest, *, on_progress: ProgressCallback | None = None) -> int:
@@ -226,14 +253,17 @@ def render_cut(request: CutRequest, *, on_progress: ProgressCallback | None = No
         if end <= first:
             raise CutError("The strip shows no frame of its movie; widen it on the timeline.")
         scene.frame_start, scene.frame_end = first + 1, end
-        with _reporting_frames(scene.name, end - first, on_progress):
+        if request.extend and request.frames > end - first:
+            _extend_picture(scene, request, strip, first, end)
+        count = scene.frame_end - scene.frame_start + 1
+        with _reporting_frames(scene.name, count, on_progress):
             result = bpy.ops.render.render(animation=True, scene=scene.name)
         written = pathlib.Path(scene.render.frame_path(frame=scene.frame_start))
     if result != {"FINISHED"} or not written.is_file():
         written.unlink(missing_ok=True)
         raise CutError(f"Blender could not render the cut of {request.source}.")
     os.replace(written, output)
-    return end - first
+    return count
 
 
 def print_progress(done: int, total: int) -> None:

@@ -20,7 +20,7 @@ import bpy
 from ..newport_api import JobRecord, estimate_credits
 from ..newport_api.errors import NewportError
 from ..newport_api.http import check_base_url
-from . import compat, media, placement
+from . import compat, lengths, media, placement
 from .controller import ADDON_PACKAGE, Credentials, fingerprint, get_controller, user_folder
 from .preparation import PreparationPlan, PreparedInputs
 
@@ -75,8 +75,21 @@ class AudioChoice:
     path: str = ""
 
 
+@dataclass(frozen=True)
+class LengthChoice:
+    """What the artist wants when the audio and the shot last differently (see ``lengths``)."""
+
+    longer_audio: str = lengths.AS_IS
+    shorter_audio: str = lengths.SHORTER
+
+
 def settings(context: bpy.types.Context):
     return context.scene.talking_face
+
+
+def length_choice(context: bpy.types.Context) -> LengthChoice:
+    options = settings(context)
+    return LengthChoice(options.longer_audio, options.shorter_audio)
 
 
 def video_strip(context: bpy.types.Context):
@@ -164,28 +177,42 @@ class Estimate:
     audio_seconds: float | None  # None when it cannot be told cheaply
     source_fps: float
     credits: float
+    billed_seconds: float = 0.0  # the result's length: the audio as sent, after the length choice
+    length_choice: str = ""  # the choice that changes what is sent ('' when both go as they are)
 
     @property
     def durations_differ(self) -> bool:
-        return self.audio_seconds is not None and abs(self.audio_seconds - self.video_seconds) > 0.05
+        return lengths.durations_differ(self.video_seconds, self.audio_seconds)
 
 
-def estimate(context: bpy.types.Context, strip=None, audio: AudioChoice | None = None) -> Estimate | None:
-    """Credits for the job as it stands (or for ``strip`` with ``audio``): the result follows the audio's length."""
+def estimate(context: bpy.types.Context, strip=None, audio: AudioChoice | None = None,
+             choice: LengthChoice | None = None) -> Estimate | None:
+    """Credits for the job as it stands (or for ``strip`` with ``audio``): the result follows the sent audio's length.
+
+    ``choice``: what to do when the lengths differ; by default the panel's.
+    """
     if strip is None:
         if _inputs_blocking_reason(context) is not None:
             return None
         strip, audio = video_strip(context), audio_choice(context)
     elif shot_blocking_reason(context, strip, audio) is not None:
         return None
-    scene = context.scene
-    video_seconds = media.visible_seconds(strip, scene)
+    fit = length_plan(context, strip, audio, choice)
     audio_seconds = _audio_seconds(context, audio)
     source_fps = media.strip_source_fps(strip)
-    billed = audio_seconds if audio_seconds is not None else video_seconds
     fps_original = settings(context).fps_mode == "ORIGINAL"
-    return Estimate(video_seconds, audio_seconds, source_fps,
-                    estimate_credits(billed, fps_original=fps_original, source_fps=source_fps))
+    return Estimate(media.visible_seconds(strip, context.scene), audio_seconds, source_fps,
+                    estimate_credits(fit.billed_seconds, fps_original=fps_original, source_fps=source_fps),
+                    billed_seconds=fit.billed_seconds, length_choice=fit.applied)
+
+
+def length_plan(context: bpy.types.Context, strip, audio: AudioChoice,
+                choice: LengthChoice | None = None) -> lengths.LengthPlan:
+    """What is sent for the shot once the artist's length choice (by default the panel's) is applied."""
+    choice = choice or length_choice(context)
+    return lengths.plan_lengths(media.visible_frames(strip), media.strip_source_fps(strip),
+                                _audio_seconds(context, audio), longer_audio=choice.longer_audio,
+                                shorter_audio=choice.shorter_audio)
 
 
 def _audio_seconds(context: bpy.types.Context, choice: AudioChoice) -> float | None:
@@ -219,7 +246,8 @@ def background_cut_program() -> str:
 
 
 def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool = False,
-             strip=None, audio: AudioChoice | None = None) -> tuple[JobRecord, PreparationPlan | None]:
+             strip=None, audio: AudioChoice | None = None,
+             lengths_choice: LengthChoice | None = None) -> tuple[JobRecord, PreparationPlan | None]:
     """Describe the job and prepare what is cheap; raises ``media.MediaError`` with a sentence.
 
     With ``defer`` (a window is open), work that grows with the files' size is not done here:
@@ -228,15 +256,19 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
     ``cut_program`` in a background process, and the video is described and hashed there.
     Without ``defer`` everything is done now and the plan is None.
 
-    ``strip`` and ``audio`` name the shot (a batch); by default the panel's choice.
+    ``strip`` and ``audio`` name the shot (a batch), ``lengths_choice`` what to do when they
+    last differently; by default the panel's choices.
     """
     scene = context.scene
     strip = strip if strip is not None else video_strip(context)
     choice = audio if audio is not None else audio_choice(context)
     options = settings(context)
+    fit = length_plan(context, strip, choice, lengths_choice)
+    extension = {"extend": fit.applied, "frames": fit.video_frames} if fit.extends_picture else {}
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
     work_dir = user_folder("work", record.job_id)
-    audio, audio_command = _prepare_audio(context, choice, str(work_dir), defer=defer, cut_program=cut_program)
+    audio, audio_command = _prepare_audio(context, choice, str(work_dir), defer=defer, cut_program=cut_program,
+                                          length=fit.audio_length)
     check_sendable(audio, "audio")
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
@@ -263,16 +295,17 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
         "work_dir": str(work_dir),
         "audio_seconds": audio.duration,
         "input_sha256": {"audio": audio.sha256, "vocals": ""},
+        "length_choice": fit.applied,  # part of the job's identity: another choice sends other inputs
     }
     if not defer:
         if record.vocals:
             record.owner["input_sha256"]["vocals"] = media.file_sha256(record.vocals)
         # What is paid for comes from the inputs, before any cut: a cut's bytes differ each time.
-        video_key = media.video_key(strip, scene)
-        video = media.prepare_video(strip, scene, str(work_dir), cut_output=cached_cut_path(video_key))
+        video_key = media.video_key(strip, scene, **extension)
+        video = media.prepare_video(strip, scene, str(work_dir), cut_output=cached_cut_path(video_key), **extension)
         add_video(record, video, video_key)
         return record, None
-    plan = _preparation_plan(strip, scene, str(work_dir), record, cut_program, audio_command)
+    plan = _preparation_plan(strip, scene, str(work_dir), record, cut_program, audio_command, extension)
     record.owner["prepare"] = plan.to_owner()
     record.message = "Preparing the clip"
     # Until the video is described, the estimate comes from the strip; it is refined from the file.
@@ -283,20 +316,23 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
 
 
 def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobRecord,
-                      cut_program: str, audio_command: tuple[str, ...]) -> PreparationPlan:
-    """What the preparation thread does: key the video by its content, cut (unless cached), hash."""
+                      cut_program: str, audio_command: tuple[str, ...], extension: dict) -> PreparationPlan:
+    """What the preparation thread does: key the video by its content, cut (unless cached), hash.
+
+    ``extension``: ``extend`` and ``frames`` for ``media`` when the picture is extended, else empty.
+    """
     files = {"vocals": record.vocals} if record.vocals else {}
     if not audio_command and not record.owner["input_sha256"]["audio"]:
         files["audio"] = record.audio  # uploaded as it is: only its hash is left to do
-    key_files, selection = media.video_selection(strip, scene)
+    key_files, selection = media.video_selection(strip, scene, **extension)
     command: tuple[str, ...] = ()
-    if not media.needs_cut(strip, scene):
+    if not media.needs_cut(strip, scene, extend=extension.get("extend", "")):
         video = key_files[0]
     elif cut_program:
-        command_line, video = media.cut_video_command(strip, scene, work_dir, blender=cut_program)
+        command_line, video = media.cut_video_command(strip, scene, work_dir, blender=cut_program, **extension)
         command = tuple(command_line)
     else:  # no Blender program to cut in the background (the bpy module): cut here
-        video = media.prepare_video(strip, scene, work_dir).path
+        video = media.prepare_video(strip, scene, work_dir, **extension).path
     return PreparationPlan(cut_command=command, video=video, hash_roles=tuple(files), files=files,
                            audio_command=audio_command, audio=record.audio if audio_command else "",
                            key_files=tuple(key_files), key_selection=selection,
@@ -365,20 +401,29 @@ def add_video(record: JobRecord, video: media.PreparedMedia, video_key: str) -> 
 
 
 def _prepare_audio(context: bpy.types.Context, choice: AudioChoice, work_dir: str, *, defer: bool = False,
-                   cut_program: str = "") -> tuple[media.PreparedMedia, tuple[str, ...]]:
+                   cut_program: str = "", length: float = 0.0) -> tuple[media.PreparedMedia, tuple[str, ...]]:
     """The audio as far as it is prepared now, and the background command that still has to cut it.
 
     With ``defer`` nothing that grows with the sound's size happens here: a sound to cut is cut
     by ``cut_program`` in a background process, and a file sent as it is is hashed later.
+    ``length``, when not 0: the audio is cut to exactly that long, or filled with silence.
     """
     hashed = not defer
-    if choice.kind == "FILE":
+    if choice.kind == "FILE" and not length:
         return media.prepare_audio_file(choice.path, hashed=hashed), ()
-    if defer and cut_program and media.audio_needs_cut(choice.strip):
-        command, output = media.cut_audio_command(choice.strip, context.scene, work_dir, blender=cut_program)
-        until_cut = media.PreparedMedia(path=output, duration=media.visible_seconds(choice.strip, context.scene),
-                                        fps=0.0, frames=0, is_source_file=False, sha256="")
-        return until_cut, tuple(command)
-    if choice.kind == "STRIP":
-        return media.prepare_audio_strip(choice.strip, context.scene, work_dir, hashed=hashed), ()
-    return media.prepare_movie_audio(choice.strip, context.scene, work_dir), ()
+    background = defer and cut_program
+    if choice.kind == "FILE":
+        request = media.audio_file_cut_request(choice.path, work_dir, length=length)
+        if not background:
+            return media.cut_audio_in_process(request), ()
+        command, output = media.audio_request_command(request, blender=cut_program)
+    elif background and media.audio_needs_cut(choice.strip, length=length):
+        command, output = media.cut_audio_command(choice.strip, context.scene, work_dir, blender=cut_program,
+                                                  length=length)
+    elif choice.kind == "STRIP":
+        return media.prepare_audio_strip(choice.strip, context.scene, work_dir, hashed=hashed, length=length), ()
+    else:
+        return media.prepare_movie_audio(choice.strip, context.scene, work_dir, length=length), ()
+    until_cut = media.PreparedMedia(path=output, duration=length or media.visible_seconds(choice.strip, context.scene),
+                                    fps=0.0, frames=0, is_source_file=False, sha256="")
+    return until_cut, tuple(command)

@@ -23,6 +23,18 @@ SILENCE = "SILENCE"
 PICTURE_EXTENSIONS = (HOLD, LOOP, PINGPONG)
 LONGER_AUDIO_CHOICES = (AS_IS, *PICTURE_EXTENSIONS, CUT_AUDIO)
 SHORTER_AUDIO_CHOICES = (SHORTER, SILENCE)
+# (identifier, name, description): the settings' items in the panel and on the batch operator.
+LONGER_AUDIO_ITEMS = (
+    (AS_IS, "Send As They Are", "Send the shot and the audio as they are; the service decides"),
+    (HOLD, "Hold Last Frame", "Extend the picture by holding the shot's last frame until the audio ends"),
+    (LOOP, "Loop", "Extend the picture by playing the shot again from its start until the audio ends"),
+    (PINGPONG, "Ping-Pong", "Extend the picture by playing the shot backward, then forward, until the audio ends"),
+    (CUT_AUDIO, "Cut the Audio", "Cut the audio at the shot's end"),
+)
+SHORTER_AUDIO_ITEMS = (
+    (SHORTER, "Shorter Result", "The result lasts as long as the audio"),
+    (SILENCE, "Fill with Silence", "Add silence after the audio so the result lasts as long as the shot"),
+)
 # Below this the lengths count as equal: a sound strip and a movie rarely end on the same sample.
 TOLERANCE_SECONDS = 0.05
 # A frame rate times seconds lands a hair above a whole number (0.6 s × 25 = 15.000000000000002).

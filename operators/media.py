@@ -266,10 +266,20 @@ def visible_seconds(strip: Any, scene: bpy.types.Scene) -> float:
     return (end - first) / fps if fps > 0 else 0.0
 
 
-def needs_cut(strip: Any, scene: bpy.types.Scene) -> bool:
-    """False when the strip shows its whole file and the service takes that file as it is."""
+def visible_frames(strip: Any) -> int:
+    """How many source frames a movie or image-sequence strip shows."""
     _require_movie(strip)
-    if is_image_sequence(strip):
+    first, end = _visible_source_frames(strip)
+    return end - first
+
+
+def needs_cut(strip: Any, scene: bpy.types.Scene, *, extend: str = "") -> bool:
+    """False when the strip shows its whole file and the service takes that file as it is.
+
+    ``extend`` (``lengths``' HOLD, LOOP or PINGPONG): the picture is extended, always by a cut.
+    """
+    _require_movie(strip)
+    if is_image_sequence(strip) or extend:
         return True
     shows_whole_file = (strip.frame_offset_start <= 0 and strip.frame_offset_end <= 0
                         and strip.animation_offset_start == 0 and strip.animation_offset_end == 0)
@@ -339,42 +349,49 @@ def _image_list(strip: Any, work_dir: str) -> str:
     return str(listing)
 
 
-def video_selection(strip: Any, scene: bpy.types.Scene) -> tuple[list[str], dict[str, Any]]:
+def video_selection(strip: Any, scene: bpy.types.Scene, *, extend: str = "",
+                    frames: int = 0) -> tuple[list[str], dict[str, Any]]:
     """The files the strip's video comes from and what is taken from them, as plain data.
 
     Cheap (no hashing): ``content.selection_key(*video_selection(...))`` turns it into the
-    video's content key, and may run in a worker thread.
+    video's content key, and may run in a worker thread. ``extend``/``frames``: the picture
+    extended to ``frames`` (another picture, so another key).
     """
     source = _movie_path(strip)
-    if not needs_cut(strip, scene):
+    if not needs_cut(strip, scene, extend=extend):
         return [source], {"whole_file": True}
     first, end = _visible_source_frames(strip)
     selection = {"frames": [first, end], "fps": round(strip_source_fps(strip), 6),
                  "size": list(_picture_size(strip, source)), "colorspace": strip.colorspace_settings.name}
+    if extend:
+        selection["extend"] = [extend, frames]
     if is_image_sequence(strip):
         return [_image_path(strip, index) for index in range(first, end)], selection
     return [source], selection
 
 
-def video_key(strip: Any, scene: bpy.types.Scene) -> str:
+def video_key(strip: Any, scene: bpy.types.Scene, *, extend: str = "", frames: int = 0) -> str:
     """The content key of what the strip shows: equal keys send equal pictures (hashes the source)."""
     try:
-        return content.selection_key(*video_selection(strip, scene))
+        return content.selection_key(*video_selection(strip, scene, extend=extend, frames=frames))
     except OSError as error:
         raise MediaError(f"The movie file of “{strip.name}” cannot be read: {error.strerror}.") from error
 
 
-def _cut_request(strip: Any, work_dir: str, output: str = "") -> CutRequest:
+def _cut_request(strip: Any, work_dir: str, output: str = "", *, extend: str = "", frames: int = 0) -> CutRequest:
     source = _movie_path(strip)
     span = strip_span(strip)
     size = _picture_size(strip, source)
     if size[0] <= 0 or strip_source_fps(strip) <= 0:
         raise MediaError(f"Blender cannot read the movie of “{strip.name}”: {source}")
     _refuse_unsendable_picture(strip, source, size)
-    output = output or str(pathlib.Path(work_dir) / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}.mp4")
+    extended = f"_{extend.lower()}{frames}" if extend else ""
+    output = output or str(pathlib.Path(work_dir)
+                           / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}{extended}.mp4")
     return CutRequest(source=source, output=str(output), fps=strip_source_fps(strip),
                       width=size[0], height=size[1], span=span, colorspace=strip.colorspace_settings.name,
-                      images=_image_list(strip, work_dir) if is_image_sequence(strip) else "")
+                      images=_image_list(strip, work_dir) if is_image_sequence(strip) else "",
+                      extend=extend, frames=frames if extend else 0)
 
 
 def describe_video(path: str, *, is_source_file: bool) -> PreparedMedia:
@@ -401,17 +418,19 @@ def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
 
 
 def prepare_video(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                  on_progress: ProgressCallback | None = None, cut_output: str = "") -> PreparedMedia:
+                  on_progress: ProgressCallback | None = None, cut_output: str = "",
+                  extend: str = "", frames: int = 0) -> PreparedMedia:
     """The video to upload, cut in this process (blocks: for background mode and tests).
 
     ``on_progress(done, total)`` is called after each frame of a cut. ``scene`` is left
     exactly as it was: the cut renders a temporary scene of its own. ``cut_output``: where
-    the cut goes; a finished file already there is that cut, and is used as it is.
+    the cut goes; a finished file already there is that cut, and is used as it is. ``extend``/
+    ``frames``: the visible frames extended to ``frames`` (see ``lengths``).
     """
     source = _movie_path(strip)
-    if not needs_cut(strip, scene):
+    if not needs_cut(strip, scene, extend=extend):
         return _describe_source_file(strip, source)
-    request = _cut_request(strip, work_dir, cut_output)
+    request = _cut_request(strip, work_dir, cut_output, extend=extend, frames=frames)
     if cut_output and video_track_info(cut_output) is not None:
         return describe_video(cut_output, is_source_file=False)
     try:
@@ -428,7 +447,7 @@ def background_cut_available() -> bool:
 
 
 def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                      blender: str = "", output: str = "") -> tuple[list[str], str]:
+                      blender: str = "", output: str = "", extend: str = "", frames: int = 0) -> tuple[list[str], str]:
     """The command line of a background Blender that cuts the strip, and the file it writes.
 
     ``blender`` defaults to ``bpy.app.binary_path``, which is empty in the bpy module: check
@@ -437,7 +456,7 @@ def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
     is_source_file=False)`` gives the PreparedMedia.
     """
     program = _cut_program(blender, "video")
-    return _background_cut(program, CUT_SCRIPT, _cut_request(strip, work_dir, output))
+    return _background_cut(program, CUT_SCRIPT, _cut_request(strip, work_dir, output, extend=extend, frames=frames))
 
 
 def _cut_program(blender: str, what: str) -> str:
@@ -610,12 +629,13 @@ def _require_sound(strip: Any) -> None:
         raise MediaError(f"“{getattr(strip, 'name', '')}” is not a sound strip; choose a sound strip or a file.")
 
 
-def audio_needs_cut(strip: Any) -> bool:
+def audio_needs_cut(strip: Any, *, length: float = 0.0) -> bool:
     """False when a sound strip plays its whole, unpacked file and the service takes that file as it is.
 
-    A movie strip's own sound is always cut out of its movie.
+    A movie strip's own sound is always cut out of its movie, and a sound fitted to a
+    ``length`` (``lengths``: cut at the shot's end or filled with silence) is always cut.
     """
-    if compat.is_movie(strip):
+    if compat.is_movie(strip) or length > 0:
         return True
     _require_sound(strip)
     sound = strip.sound
@@ -623,33 +643,46 @@ def audio_needs_cut(strip: Any) -> bool:
                 and pathlib.Path(sound.filepath).suffix.lower() in UNTOUCHED_AUDIO_SUFFIXES)
 
 
-def _sound_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str) -> CutAudioRequest:
+def _sound_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str, length: float = 0.0) -> CutAudioRequest:
     start, seconds = _sound_visible_seconds(strip, scene)
     if seconds <= 0:
         raise MediaError(f"The sound strip “{strip.name}” plays nothing; widen it on the timeline.")
     output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{strip.frame_final_start}-{strip.frame_final_end}.wav"
-    return CutAudioRequest(source=_sound_source(strip, work_dir), output=str(output), start=start, seconds=seconds)
+    return CutAudioRequest(source=_sound_source(strip, work_dir), output=str(output), start=start, seconds=seconds,
+                           length=length)
 
 
-def _movie_sound_cut_request(strip: Any, work_dir: str) -> CutAudioRequest:
+def _movie_sound_cut_request(strip: Any, work_dir: str, length: float = 0.0) -> CutAudioRequest:
     source = _movie_path(strip)
     if not movie_has_audio(strip):
         raise MediaError(f"The movie of “{strip.name}” has no sound; choose a sound strip or a file.")
     first, end = _visible_source_frames(strip)
     fps = strip_source_fps(strip)
     output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_sound_{first}-{end}.wav"
-    return CutAudioRequest(source=source, output=str(output), start=first / fps, seconds=(end - first) / fps)
+    return CutAudioRequest(source=source, output=str(output), start=first / fps, seconds=(end - first) / fps,
+                           length=length)
 
 
-def audio_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str) -> CutAudioRequest:
-    """What to cut for a sound strip, or for a movie strip's own sound (packed sounds are written out first)."""
+def audio_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str, *, length: float = 0.0) -> CutAudioRequest:
+    """What to cut for a sound strip, or for a movie strip's own sound (packed sounds are written out first).
+
+    ``length``, when not 0: the cut lasts exactly this long (cut there, or filled with silence).
+    """
     if compat.is_movie(strip):
-        return _movie_sound_cut_request(strip, work_dir)
+        return _movie_sound_cut_request(strip, work_dir, length)
     _require_sound(strip)
-    return _sound_cut_request(strip, scene, work_dir)
+    return _sound_cut_request(strip, scene, work_dir, length)
 
 
-def _cut_in_process(request: CutAudioRequest) -> PreparedMedia:
+def audio_file_cut_request(path: str, work_dir: str, *, length: float) -> CutAudioRequest:
+    """An audio file fitted to ``length`` seconds (cut there, or filled with silence) as a WAV."""
+    path = os.path.normpath(bpy.path.abspath(path))
+    seconds = _known_sound_seconds(path) or length
+    output = pathlib.Path(work_dir) / f"{_slug(pathlib.Path(path).stem)}_{round(length * 1000)}ms.wav"
+    return CutAudioRequest(source=path, output=str(output), start=0.0, seconds=seconds, length=length)
+
+
+def cut_audio_in_process(request: CutAudioRequest) -> PreparedMedia:
     try:
         cut_audio.cut_audio(request)
     except CutError as error:
@@ -657,12 +690,16 @@ def _cut_in_process(request: CutAudioRequest) -> PreparedMedia:
     return describe_audio(request.output, is_source_file=False)
 
 
-def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str, *, hashed: bool = True) -> PreparedMedia:
-    """What a sound strip plays, as a file: its own file when it plays all of it, else a WAV cut (blocks)."""
+def prepare_audio_strip(strip: Any, scene: bpy.types.Scene, work_dir: str, *, hashed: bool = True,
+                        length: float = 0.0) -> PreparedMedia:
+    """What a sound strip plays, as a file: its own file when it plays all of it, else a WAV cut (blocks).
+
+    ``length``, when not 0: cut to exactly that many seconds (filled with silence if need be).
+    """
     _require_sound(strip)
-    if not audio_needs_cut(strip):
+    if not audio_needs_cut(strip, length=length):
         return prepare_audio_file(_sound_source(strip, work_dir), hashed=hashed)
-    return _cut_in_process(_sound_cut_request(strip, scene, work_dir))
+    return cut_audio_in_process(_sound_cut_request(strip, scene, work_dir, length))
 
 
 def movie_has_audio(strip: Any) -> bool:
@@ -676,13 +713,13 @@ def movie_has_audio(strip: Any) -> bool:
     return seconds is None or seconds > 0
 
 
-def prepare_movie_audio(strip: Any, scene: bpy.types.Scene, work_dir: str) -> PreparedMedia:
-    """The movie strip's own sound over its visible range, as a WAV file (blocks)."""
-    return _cut_in_process(_movie_sound_cut_request(strip, work_dir))
+def prepare_movie_audio(strip: Any, scene: bpy.types.Scene, work_dir: str, *, length: float = 0.0) -> PreparedMedia:
+    """The movie strip's own sound over its visible range, as a WAV file (blocks); ``length`` as above."""
+    return cut_audio_in_process(_movie_sound_cut_request(strip, work_dir, length))
 
 
 def cut_audio_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
-                      blender: str = "") -> tuple[list[str], str]:
+                      blender: str = "", length: float = 0.0) -> tuple[list[str], str]:
     """The command line of a background Blender that cuts the strip's sound, and the WAV it writes.
 
     For a sound strip for which ``audio_needs_cut`` is True, or a movie strip's own sound.
@@ -692,5 +729,9 @@ def cut_audio_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
     ``TALKING_FACE_ERROR <sentence>`` line. Then ``describe_audio(output, is_source_file=False)``
     (bpy-free) gives the PreparedMedia.
     """
-    program = _cut_program(blender, "sound")
-    return _background_cut(program, CUT_AUDIO_SCRIPT, audio_cut_request(strip, scene, work_dir))
+    return audio_request_command(audio_cut_request(strip, scene, work_dir, length=length), blender=blender)
+
+
+def audio_request_command(request: CutAudioRequest, *, blender: str = "") -> tuple[list[str], str]:
+    """The command line of a background Blender that carries out ``request``, and the WAV it writes."""
+    return _background_cut(_cut_program(blender, "sound"), CUT_AUDIO_SCRIPT, request)

@@ -87,11 +87,20 @@ def _draw_estimate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     audio = "unknown" if estimate.audio_seconds is None else f"{estimate.audio_seconds:.2f} s"
     box.label(text=f"Video {estimate.video_seconds:.2f} s · audio {audio}")
     if estimate.durations_differ:
-        box.label(text="The result will last as long as the audio.", icon="INFO")
+        _draw_length_choice(box, context, estimate)
     scene_fps = compat.scene_fps(context.scene)
     if abs(estimate.source_fps - scene_fps) > 0.01:
         box.label(text=f"Source is {estimate.source_fps:g} fps, the scene {scene_fps:g} fps; "
                        "the result is retimed to stay in sync.", icon="INFO")
+
+
+def _draw_length_choice(box: bpy.types.UILayout, context: bpy.types.Context, estimate: job_setup.Estimate) -> None:
+    """How much longer or shorter the audio is than the shot, and what to do about it."""
+    longer = estimate.audio_seconds > estimate.video_seconds
+    difference = abs(estimate.audio_seconds - estimate.video_seconds)
+    box.label(text=f"The audio is {difference:.2f} s {'longer' if longer else 'shorter'} than the shot.",
+              icon="INFO")
+    box.prop(context.scene.talking_face, "longer_audio" if longer else "shorter_audio")
 
 
 def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:

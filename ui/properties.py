@@ -9,6 +9,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
+from ..operators.lengths import LONGER_AUDIO_ITEMS, SHORTER_AUDIO_ITEMS
+
 AUDIO_SOURCES = (
     ("STRIP", "Sound Strip", "Speak the visible part of a sound strip"),
     ("FILE", "Audio File", "Speak an audio file from disk"),
@@ -38,6 +40,12 @@ class TalkingFaceSettings(bpy.types.PropertyGroup):
     enhance: BoolProperty(name="Face Enhance", default=False, description="Sharpen faces in the result")
     fps_mode: EnumProperty(name="Frame Rate", items=FPS_MODES, default="25",
                            description="Frame rate of the result")
+    longer_audio: EnumProperty(
+        name="Longer Audio", items=LONGER_AUDIO_ITEMS, default="AS_IS",
+        description="What to send when the audio lasts longer than the shot's visible range")
+    shorter_audio: EnumProperty(
+        name="Shorter Audio", items=SHORTER_AUDIO_ITEMS, default="SHORTER",
+        description="What to send when the audio ends before the shot's visible range")
     regenerate: BoolProperty(
         name="Generate Again", default=False,
         description="Pay for a new result even when an identical job already succeeded on this computer")
