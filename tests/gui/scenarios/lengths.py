@@ -19,7 +19,7 @@ def scenario():
     take.frame_offset_end += take.frame_final_duration - SHOT_FRAMES
     d.choose_audio(scene)
     scene.talking_face.longer_audio = "HOLD"
-    yield 0.5
+    yield 1.0  # the sidebar grows by the choice's rows: let its panels settle before the screenshot
     estimate = d.extension().operators.job_setup.estimate(bpy.context)
     d.facts["estimate"] = {"video_seconds": estimate.video_seconds, "audio_seconds": estimate.audio_seconds,
                            "differ": estimate.durations_differ, "credits": estimate.credits,
