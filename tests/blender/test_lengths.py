@@ -266,3 +266,43 @@ def test_the_cut_scripts_carry_the_choice_on_their_command_line(extension):
     sound = cut_audio.CutAudioRequest(source="/s.wav", output="/o.wav", start=0.2, seconds=1.0, length=0.8)
     assert cut_audio.CutAudioRequest.from_args(sound.to_args()) == sound
     assert sound.samples(8000) == (1_600, 6_400) and sound.length_samples(8000) == 6_400
+
+
+# --- An image sequence, and a batch ---------------------------------------------------------------------
+
+
+def test_an_image_sequence_loops_as_a_movie_does(extension, compat, scene, sandbox, tmp_path):
+    """Frames 2..9 of a 12-image sequence (8 frames, 0.32 s) looped to 0.5 s: 13 frames."""
+    sequence = Footage("lengths_sequence", (160, 120), "25", 12, image_sequence=True)
+    first_image = sample_media.make_footage(sequence, tmp_path / "sequence")
+    images = sorted(first_image.parent.glob("*.png"))
+    strip = compat.strips(scene).new_image(name="Frames", filepath=str(images[0]), channel=3, frame_start=101)
+    for image in images[1:]:
+        strip.elements.append(image.name)
+    strip.frame_offset_start, strip.frame_offset_end = 2, 2
+    scene.talking_face.video_strip = "Frames"
+    scene.talking_face.audio_file = str(speech(tmp_path, SHORT_SECONDS))
+    scene.talking_face.longer_audio = "LOOP"
+    shown, record = generate(extension, scene)
+
+    sent = uploads(sandbox, tmp_path / "storage")
+    pictures = [decode_all(image)[0] for image in images]
+    shows = [best_source_frame(frame, pictures) for frame in decode_all(sent["video"])]
+    assert shows == [2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6]
+    assert shown.credits == pytest.approx(SHORT_SECONDS) == record.estimated_credits
+
+
+def test_a_batch_takes_its_own_choice_or_else_the_panels(extension, compat, scene, sandbox, tmp_path):
+    line = speech(tmp_path, 1.32)  # 33 whole frames: a sound strip ends on a frame
+    sound_strips.add_sound_strip(compat, scene, "Line", line, channel=1, frame_start=16)
+    for strip in compat.all_strips(scene):
+        strip.select = strip.name == "Shot"
+    scene.talking_face.longer_audio = "CUT_AUDIO"
+    assert bpy.ops.sequencer.talking_face_batch(audio="OVERLAP", longer_audio="PINGPONG") == {"FINISHED"}
+    sent = uploads(sandbox, tmp_path / "storage")
+    assert video_frames(sent["video"]) == 33 and audio_samples(sent["audio"]) == (63_360, RATE)
+
+    sandbox.reset()
+    assert bpy.ops.sequencer.talking_face_batch(audio="OVERLAP") == {"FINISHED"}
+    sent = uploads(sandbox, tmp_path / "storage")
+    assert video_frames(sent["video"]) == 20 and audio_samples(sent["audio"]) == (38_400, RATE), "the panel's cut"
