@@ -14,7 +14,9 @@ The cut is a temporary scene holding a fresh movie strip of the source file, at 
 source's size and frame rate, rendered with the view transform ``Standard`` (the
 default AgX/Filmic would tone-map the clip a second time and shift its colours), and
 removed afterwards. The strip's modifiers, transform and crop are not applied: the
-service gets the pixels as shot.
+service gets the pixels as shot. When the artist extends the picture to a longer audio
+(``CutRequest.extend``: hold, loop, ping-pong), the visible frames are laid out again in
+the order ``lengths`` gives, one strip per run, and rendered the same way.
 
 No ``from __future__ import annotations`` here: run as a script this module is
 ``__main__`` and dataclasses would look string annotations up in ``sys.modules``.
@@ -239,7 +241,7 @@ def _extend_picture(scene: bpy.types.Scene, request: CutRequest, source: Any, fi
 
 
 def render_cut(request: CutRequest, *, on_progress: ProgressCallback | None = None) -> int:
-    """Write the visible frames to ``request.output``; returns how many frames it holds."""
+    """Write the visible frames (extended when the request says so) to ``request.output``; returns how many."""
     output = pathlib.Path(request.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Per process: two jobs of one selection may cut into the same cached file at once.

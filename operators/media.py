@@ -6,6 +6,8 @@ this process with ``prepare_video``, or in a background Blender with
 ``cut_video_command``). Audio: an audio file as it is, or a sound strip's visible
 range or a movie strip's own sound cut to a 16-bit WAV by ``cut_audio`` (in this process,
 or in a background Blender with ``cut_audio_command``), on builds with or without ``aud``.
+The artist's length choice (``lengths``) reaches both: a picture extended to a longer audio
+is always cut; an audio cut at the shot's end or filled with silence is always written as WAV.
 
 Nothing here changes the user's scene; files are written only under ``work_dir``.
 """
