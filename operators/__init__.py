@@ -5,9 +5,9 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import batch, controller, job_setup, jobs_ops, placement
+from . import batch, controller, job_setup, jobs_ops, placement, takes
 
-_CLASSES = jobs_ops.CLASSES + batch.CLASSES
+_CLASSES = jobs_ops.CLASSES + batch.CLASSES + takes.CLASSES
 
 
 @persistent

@@ -476,18 +476,15 @@ class JobController:
         self.store.release(record.job_id)  # done or failed: nothing is left to own
 
     def _place_claimed(self, record: JobRecord) -> None:
+        from . import takes  # takes' operators build on job_setup, which builds on this module: a late import
+
         owner = record.owner
         scene = bpy.data.scenes.get(owner.get("scene", ""))
         try:
             if scene is None:
                 raise NewportError(f"The scene '{owner.get('scene')}' is gone; the result is saved at "
                                    f"{record.output_path} — add it from the file browser.")
-            names = placement.place_result(
-                scene, owner.get("source_strip", ""), record.output_path, job_id=record.job_id,
-                name=owner.get("result_name") or record.label or "Talking Face",
-                fallback_audio_path=owner.get("audio_path", ""),
-                mute_sources=bool(owner.get("mute_sources", True)),
-                source_strip_names=tuple(owner.get("source_strips", ())))
+            names = takes.place_take(scene, record)  # the source's next take, above the earlier ones
         except NewportError as error:
             record.fail(error)
         except placement.PlacementError as error:

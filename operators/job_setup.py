@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bpy
@@ -28,6 +28,9 @@ ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
 MAX_UPLOAD_BYTES = 5 * 1024**3  # the storage policy's size range (contract, section 3)
 CUT_CACHE_DAYS = 7
+# Which strips to use, not how to make the result: a take keeps its audio apart, and New Take is a one-off.
+SETTINGS_NOT_KEPT = frozenset({"rna_type", "name", "video_strip", "audio_source", "audio_strip", "audio_file",
+                               "regenerate"})
 
 
 # -- preferences and credentials -------------------------------------------------
@@ -87,8 +90,9 @@ def settings(context: bpy.types.Context):
     return context.scene.talking_face
 
 
-def length_choice(context: bpy.types.Context) -> LengthChoice:
-    options = settings(context)
+def length_choice(context: bpy.types.Context, options=None) -> LengthChoice:
+    """The panel's length choice, or that of ``options`` read like the panel's settings (a take's)."""
+    options = options if options is not None else settings(context)
     return LengthChoice(options.longer_audio, options.shorter_audio)
 
 
@@ -108,9 +112,13 @@ def video_strip(context: bpy.types.Context):
 
 
 def _source_of_result(scene: bpy.types.Scene, strip) -> bpy.types.Sequence | None:
-    job_id = strip.get(placement.JOB_PROPERTY) if strip is not None else None
-    record = get_controller().views.get(job_id) if job_id else None
-    return compat.all_strips(scene).get(record.owner.get("source_strip", "")) if record else None
+    if strip is None:
+        return None
+    source = strip.get(placement.SOURCE_PROPERTY)  # a take names its source, even once its job is dismissed
+    if not source:
+        record = get_controller().views.get(strip.get(placement.JOB_PROPERTY, ""))
+        source = record.owner.get("source_strip", "") if record else ""
+    return compat.all_strips(scene).get(source) if source else None
 
 
 def audio_choice(context: bpy.types.Context) -> AudioChoice:
@@ -246,8 +254,8 @@ def background_cut_program() -> str:
 
 
 def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool = False,
-             strip=None, audio: AudioChoice | None = None,
-             lengths_choice: LengthChoice | None = None) -> tuple[JobRecord, PreparationPlan | None]:
+             strip=None, audio: AudioChoice | None = None, lengths_choice: LengthChoice | None = None,
+             options=None, new_take: bool = False) -> tuple[JobRecord, PreparationPlan | None]:
     """Describe the job and prepare what is cheap; raises ``media.MediaError`` with a sentence.
 
     With ``defer`` (a window is open), work that grows with the files' size is not done here:
@@ -257,12 +265,15 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
     Without ``defer`` everything is done now and the plan is None.
 
     ``strip`` and ``audio`` name the shot (a batch), ``lengths_choice`` what to do when they
-    last differently; by default the panel's choices.
+    last differently; by default the panel's choices. ``options`` read like the panel's settings
+    (a take's stored ones, to redo it); by default the panel's. ``new_take``: a new result even
+    when an identical job was already paid for.
     """
     scene = context.scene
     strip = strip if strip is not None else video_strip(context)
     choice = audio if audio is not None else audio_choice(context)
-    options = settings(context)
+    options = options if options is not None else settings(context)
+    lengths_choice = lengths_choice or length_choice(context, options)
     fit = length_plan(context, strip, choice, lengths_choice)
     extension = {"extend": fit.applied, "frames": fit.video_frames} if fit.extends_picture else {}
     record = JobRecord(video="", audio="", output_path="", label=f"{strip.name} (Talking Face)")
@@ -291,7 +302,8 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
         "result_name": f"{strip.name} TF",
         "audio_path": audio.path,
         "mute_sources": bool(prefs.mute_sources) if prefs else True,
-        "regenerate": bool(options.regenerate),
+        "regenerate": bool(options.regenerate) or new_take,
+        "options": take_options(context, options, choice, lengths_choice),
         "work_dir": str(work_dir),
         "audio_seconds": audio.duration,
         "input_sha256": {"audio": audio.sha256, "vocals": ""},
@@ -313,6 +325,29 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
     record.estimated_credits = estimate_credits(
         billed, fps_original=record.fps_original, source_fps=media.strip_source_fps(strip))
     return record, plan
+
+
+def take_options(context: bpy.types.Context, options, choice: AudioChoice, length: LengthChoice) -> dict:
+    """What a job is made with, as JSON-able data: every job setting of the panel, the length choice
+    applied (a batch may have its own) and the audio.
+
+    Kept on the take's strips, so Redo makes it again the same way. Settings are read by name
+    from the panel's property group, so a setting added there is kept without a change here.
+    """
+    names = [prop.identifier for prop in settings(context).bl_rna.properties
+             if prop.identifier not in SETTINGS_NOT_KEPT and not prop.is_readonly]
+    kept = {name: _plain(getattr(options, name)) for name in names}
+    audio = {"kind": choice.kind}
+    if choice.kind == "STRIP" and choice.strip is not None:
+        audio["strip"] = choice.strip.name
+    elif choice.kind == "FILE":
+        audio["path"] = choice.path
+    return {**kept, **asdict(length), "audio": audio}
+
+
+def _plain(value):
+    """A setting's value as JSON holds it (vector settings are arrays)."""
+    return value if isinstance(value, (bool, int, float, str)) else list(value)
 
 
 def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobRecord,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from ..newport_api import JobRecord, Phase
 from . import compat, job_setup
@@ -68,6 +68,9 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
     bl_label = "Generate Talking Face"
 
     mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"HIDDEN", "SKIP_SAVE"})
+    new_take: BoolProperty(name="New Take", default=False, options={"SKIP_SAVE"},
+                           description="Pay for a new take even when an identical job already succeeded "
+                                       "on this computer")
 
     @classmethod
     def disabled_reason(cls, context: bpy.types.Context) -> str | None:
@@ -76,27 +79,29 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
     def execute(self, context: bpy.types.Context) -> set[str]:
         sync = runs_synchronously(self.mode)
         try:
-            record, plan = job_setup.plan_job(context, defer=not sync,
+            record, plan = job_setup.plan_job(context, defer=not sync, new_take=self.new_take,
                                               cut_program="" if sync else job_setup.background_cut_program())
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         start_planned(record, plan, job_setup.credentials(), sync=sync)
-        return self._report(record, sync)
+        return report_started(self, record, sync)
 
-    def _report(self, record, sync: bool) -> set[str]:
-        if record.phase == Phase.FAILED:
-            self.report({"ERROR"}, record.error or record.message)
-            return {"CANCELLED"}
-        if record.owner.get("reused_from"):
-            self.report({"INFO"}, "Talking Face: reused the result of an identical earlier job "
-                                  "(no credits spent; tick Generate Again to pay for a new one).")
-        elif sync:
-            self.report({"INFO"}, f"Talking Face: '{record.label}' is on the timeline.")
-        else:
-            self.report({"INFO"}, f"Talking Face: started '{record.label}'.")
-            ensure_monitor()
-        return {"FINISHED"}
+
+def report_started(operator: bpy.types.Operator, record: JobRecord, sync: bool) -> set[str]:
+    """Tell the artist what became of a job just handed over (failed, reused, placed or started)."""
+    if record.phase == Phase.FAILED:
+        operator.report({"ERROR"}, record.error or record.message)
+        return {"CANCELLED"}
+    if record.owner.get("reused_from"):
+        operator.report({"INFO"}, "Talking Face: reused the result of an identical earlier job "
+                                  "(no credits spent; press New Take to pay for a new one).")
+    elif sync:
+        operator.report({"INFO"}, f"Talking Face: '{record.label}' is on the timeline.")
+    else:
+        operator.report({"INFO"}, f"Talking Face: started '{record.label}'.")
+        ensure_monitor()
+    return {"FINISHED"}
 
 
 class _Monitor:

@@ -31,6 +31,10 @@ from . import compat, media
 from .media import video_track_info
 
 JOB_PROPERTY = "talking_face_job"
+# A take's strips also say which take of which source they are, and what they were made with (takes.py).
+TAKE_PROPERTY = "talking_face_take"
+SOURCE_PROPERTY = "talking_face_source"
+OPTIONS_PROPERTY = "talking_face_options"
 MAX_CHANNEL = 128
 RESULTS_NEXT_TO_BLEND = "talking_face"  # where an unsaved file's results go when it is first saved
 # How a strip looks, beyond its pixels: what the result takes over from its source.
@@ -104,11 +108,15 @@ def lowest_free_channel(scene: bpy.types.Scene, above: int, start: int, end: int
     raise PlacementError("No free channels are left above the source strips for the result.")
 
 
-def _plan_slot(scene: bpy.types.Scene, sources: list[Any], length: int, sound_length: int) -> _Slot:
-    """Channels for the movie (and its sound) free over the longer of the two, from the source's start."""
+def _plan_slot(scene: bpy.types.Scene, sources: list[Any], length: int, sound_length: int,
+               floor_channel: int = 0) -> _Slot:
+    """Channels for the movie (and its sound) free over the longer of the two, from the source's start.
+
+    Both lie above the sources and above ``floor_channel`` (e.g. the earlier takes of the same source).
+    """
     start = sources[0].frame_final_start
     with_sound = sound_length > 0
-    lowest = lowest_free_channel(scene, max(strip.channel for strip in sources),
+    lowest = lowest_free_channel(scene, max(floor_channel, *(strip.channel for strip in sources)),
                                  start, start + max(length, sound_length), 2 if with_sound else 1)
     # Blender's own layout: a movie's sound just below its picture.
     if with_sound:
@@ -324,10 +332,13 @@ def move_results_next_to(blend_path: str, user_results: str) -> dict[str, str]:
     return moved
 
 
-def _finish(scene: bpy.types.Scene, added: list[Any], name: str, job_id: str) -> list[str]:
+def _finish(scene: bpy.types.Scene, added: list[Any], name: str, job_id: str,
+            properties: dict[str, Any]) -> list[str]:
     for strip in added:
         strip.name = name if compat.is_movie(strip) else f"{name} sound"
         strip[JOB_PROPERTY] = job_id
+        for key, value in properties.items():
+            strip[key] = value
         strip.select = True
     compat.ensure_editor(scene).active_strip = added[0]
     return [strip.name for strip in added]
@@ -343,11 +354,14 @@ def _push_undo_step(name: str) -> None:
 
 def place_result(scene: bpy.types.Scene, source_strip_name: str, video_path: str, *, job_id: str, name: str,
                  fallback_audio_path: str = "", mute_sources: bool = True,
-                 source_strip_names: tuple[str, ...] = ()) -> list[str]:
+                 source_strip_names: tuple[str, ...] = (), floor_channel: int = 0,
+                 properties: dict[str, Any] | None = None) -> list[str]:
     """Import the result of ``job_id`` above its sources; returns the new strip names, movie first.
 
     A job already imported in this scene is not imported again: its strips' names are returned.
-    ``fallback_audio_path`` (the job's audio) becomes the sound when the result has none.
+    ``fallback_audio_path`` (the job's audio) becomes the sound when the result has none. The
+    strips land above ``floor_channel`` too, and carry ``properties`` (custom properties) besides
+    the job's id: set together, so a placed strip never lacks them.
     """
     existing = find_imported(scene, job_id)
     if existing:
@@ -359,12 +373,13 @@ def place_result(scene: bpy.types.Scene, source_strip_name: str, video_path: str
     fps = compat.scene_fps(scene)
     audio_path = video_path if _sound_seconds(video_path) > 0 else fallback_audio_path
     length = round(_result_seconds(video_path) * fps)
-    slot = _plan_slot(scene, sources, length, sound_length=round(_sound_seconds(audio_path) * fps))
+    slot = _plan_slot(scene, sources, length, sound_length=round(_sound_seconds(audio_path) * fps),
+                      floor_channel=floor_channel)
     with _scene_settings_kept(scene):
         added = _add_strips(scene, video_path, audio_path if slot.sound_channel else "", slot, name)
     inherit_look(sources[0], added[0])
     _make_paths_relative(added, bpy.data.filepath)
-    new_names = _finish(scene, added, name, job_id)
+    new_names = _finish(scene, added, name, job_id, properties or {})
     if mute_sources:
         for source in sources:
             source.mute = True

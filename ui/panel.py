@@ -7,7 +7,7 @@ import textwrap
 import bpy
 
 from ..newport_api import JobRecord, Phase
-from ..operators import compat, job_setup, jobs_ops
+from ..operators import compat, job_setup, jobs_ops, takes
 from ..operators.controller import elapsed_text, get_controller
 
 MAX_LISTED_JOBS = 8
@@ -108,12 +108,28 @@ def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     row = layout.row()
     row.scale_y = 1.4
     row.enabled = reason is None
-    row.operator("sequencer.talking_face_generate", icon="PLAY")
+    row.operator("sequencer.talking_face_generate", text="Generate", icon="PLAY")
+    row.operator("sequencer.talking_face_generate", text="New Take", icon="DUPLICATE").new_take = True
     if reason:
         draw_sentence(layout, context, reason, icon="INFO")
+    _draw_takes(layout, context)
     layout.operator("sequencer.talking_face_batch", text="Dub Shots…", icon="SEQ_STRIP_DUPLICATE")
     if job_setup.key_source() == "environment":
         layout.label(text="Using the API key from NEWPORT_API_KEY.", icon="KEYINGSET")
+
+
+def _draw_takes(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    """Which take of the active strip's source plays, the switch and Redo (only where takes exist)."""
+    choice = takes.active_choice(context)
+    if choice is None:
+        return
+    playing = choice.playing
+    row = layout.row(align=True)
+    row.label(text=f"Take {choice.position(playing)} of {len(choice.takes)} · {playing.label}" if playing
+              else f"{len(choice.takes)} takes, all muted", icon="RENDERLAYERS")
+    row.operator("sequencer.talking_face_take", text="", icon="TRIA_LEFT").direction = "PREVIOUS"
+    row.operator("sequencer.talking_face_take", text="", icon="TRIA_RIGHT").direction = "NEXT"
+    row.operator("sequencer.talking_face_redo", text="Redo", icon="FILE_REFRESH")
 
 
 def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:

@@ -46,9 +46,11 @@ class TalkingFaceSettings(bpy.types.PropertyGroup):
     shorter_audio: EnumProperty(
         name="Shorter Audio", items=SHORTER_AUDIO_ITEMS, default="SHORTER",
         description="What to send when the audio ends before the shot's visible range")
+    # Stored as "regenerate" since 0.1 (files and scripts set it); the panel's New Take button does it once.
     regenerate: BoolProperty(
-        name="Generate Again", default=False,
-        description="Pay for a new result even when an identical job already succeeded on this computer")
+        name="Always New Take", default=False,
+        description="Generate and Dub Shots pay for a new take even when an identical job already succeeded "
+                    "on this computer")
 
 
 CLASSES = (TalkingFaceSettings,)

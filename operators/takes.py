@@ -1,0 +1,274 @@
+"""Takes: every result for the same source strip is a take (v001, v002, …) stacked above it.
+
+A take's strips (its movie and its sound) carry the job's id like any placed result, and
+three custom properties (``placement.TAKE_PROPERTY`` and its neighbours): the take's
+number, the source strip's name, and the options it was made with as JSON
+(``job_setup.take_options``). The numbers count per source. A new take lands above the
+earlier ones and plays; the other takes of that source are muted, picture and sound.
+
+All of it lives on the strips, so it is saved with the .blend and undone with it; nothing
+about takes is kept anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+from bpy.props import EnumProperty
+
+from ..newport_api import JobRecord
+from . import compat, job_setup, placement
+from .jobs_ops import NetworkOperator, TalkingFaceOperator, report_started, runs_synchronously, start_planned
+from .media import MediaError
+
+DIRECTIONS = (
+    ("NEXT", "Next", "Play the next take (after the last comes the first)"),
+    ("PREVIOUS", "Previous", "Play the previous take (before the first comes the last)"),
+)
+
+
+@dataclass(frozen=True)
+class Take:
+    number: int
+    strips: tuple[Any, ...]  # its movie first, then its sound
+
+    @property
+    def movie(self) -> Any:
+        return self.strips[0]
+
+    @property
+    def label(self) -> str:
+        return take_label(self.number)
+
+    @property
+    def playing(self) -> bool:
+        return not self.movie.mute
+
+
+@dataclass(frozen=True)
+class TakeChoice:
+    """The takes of one source, as the active strip points at them (a take, or the source itself)."""
+
+    source: str
+    takes: tuple[Take, ...]  # by number
+    active: Take | None  # the take whose strip is active; None when the source is
+
+    @property
+    def playing(self) -> Take | None:
+        return next((take for take in self.takes if take.playing), None)
+
+    @property
+    def current(self) -> Take:
+        """The take switching starts from: the one playing, else the active one, else the newest."""
+        return self.playing or self.active or self.takes[-1]
+
+    def position(self, take: Take) -> int:
+        return self.takes.index(take) + 1
+
+
+def take_label(number: int) -> str:
+    return f"v{number:03d}"
+
+
+def takes_of(scene: bpy.types.Scene, source: str) -> tuple[Take, ...]:
+    """Every take of the source strip named ``source`` in ``scene``, by number."""
+    by_number: dict[int, list[Any]] = {}
+    for strip in compat.all_strips(scene):
+        if strip.get(placement.SOURCE_PROPERTY) == source and strip.get(placement.TAKE_PROPERTY) is not None:
+            by_number.setdefault(int(strip[placement.TAKE_PROPERTY]), []).append(strip)
+    return tuple(Take(number, tuple(sorted(strips, key=lambda strip: not compat.is_movie(strip))))
+                 for number, strips in sorted(by_number.items()))
+
+
+def choice_for(scene: bpy.types.Scene, strip: Any) -> TakeChoice | None:
+    """The takes ``strip`` belongs to (a take's source's, or a source's own); None when it has none."""
+    if scene is None or strip is None:
+        return None
+    source = strip.get(placement.SOURCE_PROPERTY) or strip.name
+    takes = takes_of(scene, source)
+    if not takes:
+        return None
+    active = next((take for take in takes if any(part == strip for part in take.strips)), None)
+    return TakeChoice(source, takes, active)
+
+
+def active_choice(context: bpy.types.Context) -> TakeChoice | None:
+    scene = context.scene
+    editor = scene.sequence_editor if scene is not None else None
+    return choice_for(scene, editor.active_strip) if editor is not None else None
+
+
+# -- placing a take ---------------------------------------------------------------------------
+
+def place_take(scene: bpy.types.Scene, record: JobRecord) -> list[str]:
+    """Place a job's result as its source's next take: above the earlier takes, playing, the others muted.
+
+    A job placed already is left as it is (its strips' names come back): a take is placed once,
+    and never renumbered.
+    """
+    owner = record.owner
+    existing = placement.find_imported(scene, record.job_id)
+    if existing:
+        return existing
+    source = owner.get("source_strip", "")
+    earlier = takes_of(scene, source)
+    number = max((take.number for take in earlier), default=0) + 1
+    name = f"{owner.get('result_name') or record.label or 'Talking Face'} {take_label(number)}"
+    names = placement.place_result(
+        scene, source, record.output_path, job_id=record.job_id, name=name,
+        fallback_audio_path=owner.get("audio_path", ""), mute_sources=bool(owner.get("mute_sources", True)),
+        source_strip_names=tuple(owner.get("source_strips", ())),
+        floor_channel=max((strip.channel for take in earlier for strip in take.strips), default=0),
+        properties=take_properties(number, source, owner.get("options")))
+    play(scene, source, number)
+    return names
+
+
+def take_properties(number: int, source: str, options: dict | None) -> dict[str, Any]:
+    properties: dict[str, Any] = {placement.TAKE_PROPERTY: number, placement.SOURCE_PROPERTY: source}
+    if options is not None:  # jobs planned before takes kept their options have none to keep
+        properties[placement.OPTIONS_PROPERTY] = json.dumps(options, sort_keys=True)
+    return properties
+
+
+def play(scene: bpy.types.Scene, source: str, number: int) -> None:
+    """Take ``number`` of ``source`` plays, picture and sound; every other take of it is muted."""
+    for take in takes_of(scene, source):
+        for strip in take.strips:
+            if strip.mute != (take.number != number):  # written only when it changes: each write redraws
+                strip.mute = take.number != number
+
+
+def switch(scene: bpy.types.Scene, choice: TakeChoice, step: int) -> Take:
+    """Play the take ``step`` places after the current one, wrapping around; returns it."""
+    index = (choice.takes.index(choice.current) + step) % len(choice.takes)
+    chosen = choice.takes[index]
+    play(scene, choice.source, chosen.number)
+    if choice.active is not None:  # the selection follows the take that plays, so the panel shows it
+        for strip in choice.active.strips:
+            strip.select = False
+        for strip in chosen.strips:
+            strip.select = True
+        scene.sequence_editor.active_strip = chosen.movie
+    return chosen
+
+
+# -- redoing a take ---------------------------------------------------------------------------
+
+class StoredOptions:
+    """A take's stored options, read like the panel's settings; a setting it did not store comes from the panel."""
+
+    def __init__(self, stored: dict[str, Any], panel: Any) -> None:
+        self._stored = stored
+        self._panel = panel
+
+    def __getattr__(self, name: str) -> Any:
+        stored = self.__dict__["_stored"]
+        return stored[name] if name in stored else getattr(self.__dict__["_panel"], name)
+
+
+def stored_options(take: Take) -> dict[str, Any] | None:
+    text = take.movie.get(placement.OPTIONS_PROPERTY)
+    try:
+        options = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return options if isinstance(options, dict) else None
+
+
+def redo_take(context: bpy.types.Context) -> Take | None:
+    """The take Redo makes again: the active take, else the one playing (the source is active)."""
+    choice = active_choice(context)
+    return (choice.active or choice.playing) if choice is not None else None
+
+
+def redo_audio(scene: bpy.types.Scene, stored: dict[str, Any], source: Any) -> job_setup.AudioChoice:
+    audio = stored.get("audio", {})
+    if audio.get("kind") == "STRIP":
+        return job_setup.AudioChoice("STRIP", strip=compat.all_strips(scene).get(audio.get("strip", "")))
+    if audio.get("kind") == "MOVIE":
+        return job_setup.AudioChoice("MOVIE", strip=source)
+    return job_setup.AudioChoice("FILE", path=audio.get("path", ""))
+
+
+def redo_blocking_reason(context: bpy.types.Context) -> str | None:
+    """One sentence on why Redo cannot run, or None (the network is asked apart)."""
+    take = redo_take(context)
+    if take is None:
+        return "Select a Talking Face take (a result strip) to redo it."
+    source = take.movie.get(placement.SOURCE_PROPERTY, "")
+    if stored_options(take) is None:
+        return (f"Take {take.label} was made before takes kept their options — select '{source}' "
+                "and press New Take.")
+    if compat.all_strips(context.scene).get(source) is None:
+        return f"The source strip '{source}' of this take is no longer in the scene — New Take on another strip."
+    audio = stored_options(take).get("audio", {})
+    if audio.get("kind") == "STRIP" and compat.all_strips(context.scene).get(audio.get("strip", "")) is None:
+        return (f"The sound strip '{audio.get('strip')}' this take spoke is no longer in the scene "
+                "— pick the audio in the panel and press New Take.")
+    return None
+
+
+# -- operators --------------------------------------------------------------------------------
+
+class SEQUENCER_OT_talking_face_take(TalkingFaceOperator, bpy.types.Operator):
+    """Play the next (or previous) take of this result's source; its other takes are muted"""
+
+    bl_idname = "sequencer.talking_face_take"
+    bl_label = "Switch Take"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 — Blender reads a plain set here
+
+    direction: EnumProperty(name="Direction", items=DIRECTIONS, default="NEXT")
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        choice = active_choice(context)
+        if choice is None:
+            return "Select a Talking Face result strip (a take) to switch takes."
+        if len(choice.takes) < 2:
+            return f"'{choice.source}' has only one take — press New Take to make another."
+        return None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        choice = active_choice(context)
+        chosen = switch(context.scene, choice, 1 if self.direction == "NEXT" else -1)
+        self.report({"INFO"}, f"Talking Face: take {chosen.label} of '{choice.source}' plays "
+                              f"({choice.position(chosen)} of {len(choice.takes)}).")
+        return {"FINISHED"}
+
+
+class SEQUENCER_OT_talking_face_redo(NetworkOperator, bpy.types.Operator):
+    """Make this take again with the options it was made with: a new take, paid for again"""
+
+    bl_idname = "sequencer.talking_face_redo"
+    bl_label = "Redo Take"
+
+    @classmethod
+    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
+        return redo_blocking_reason(context) or job_setup.network_blocking_reason()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        take = redo_take(context)
+        stored = stored_options(take)
+        source = compat.all_strips(context.scene)[take.movie[placement.SOURCE_PROPERTY]]
+        audio = redo_audio(context.scene, stored, source)
+        reason = job_setup.shot_blocking_reason(context, source, audio)
+        if reason:
+            self.report({"ERROR"}, reason)
+            return {"CANCELLED"}
+        sync = runs_synchronously(self.mode)
+        try:
+            record, plan = job_setup.plan_job(
+                context, strip=source, audio=audio, options=StoredOptions(stored, job_setup.settings(context)),
+                new_take=True, defer=not sync, cut_program="" if sync else job_setup.background_cut_program())
+        except MediaError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        start_planned(record, plan, job_setup.credentials(), sync=sync)
+        return report_started(self, record, sync)
+
+
+CLASSES = (SEQUENCER_OT_talking_face_take, SEQUENCER_OT_talking_face_redo)
