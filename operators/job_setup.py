@@ -335,7 +335,8 @@ def take_options(context: bpy.types.Context, options, choice: AudioChoice, lengt
     from the panel's property group, so a setting added there is kept without a change here.
     """
     names = [prop.identifier for prop in settings(context).bl_rna.properties
-             if prop.identifier not in SETTINGS_NOT_KEPT and not prop.is_readonly]
+             if prop.identifier not in SETTINGS_NOT_KEPT and not prop.is_readonly
+             and prop.type not in {"POINTER", "COLLECTION"}]  # data-blocks and lists are no option values
     kept = {name: _plain(getattr(options, name)) for name in names}
     audio = {"kind": choice.kind}
     if choice.kind == "STRIP" and choice.strip is not None:

@@ -107,7 +107,7 @@ def place_take(scene: bpy.types.Scene, record: JobRecord) -> list[str]:
     """Place a job's result as its source's next take: above the earlier takes, playing, the others muted.
 
     A job placed already is left as it is (its strips' names come back): a take is placed once,
-    and never renumbered.
+    and never renumbered. The job's label becomes its take's name, as on the timeline.
     """
     owner = record.owner
     existing = placement.find_imported(scene, record.job_id)
@@ -124,6 +124,7 @@ def place_take(scene: bpy.types.Scene, record: JobRecord) -> list[str]:
         floor_channel=max((strip.channel for take in earlier for strip in take.strips), default=0),
         properties=take_properties(number, source, owner.get("options")))
     play(scene, source, number)
+    record.label = name
     return names
 
 

@@ -129,6 +129,7 @@ def test_two_new_takes_stack_above_the_source_and_the_newest_plays(extension, sc
     placed = takes(extension, scene)
     assert sorted(placed) == [1, 2]
     assert [strips[0].name for strips in placed.values()] == [f"{SOURCE} TF v001", f"{SOURCE} TF v002"]
+    assert (first.label, second.label) == (f"{SOURCE} TF v001", f"{SOURCE} TF v002"), "the Jobs list names the takes"
     source = compat.all_strips(scene)[SOURCE]
     for number, strips in placed.items():
         assert compat.is_movie(strips[0]) and strips[0].get("talking_face_job") == (first, second)[number - 1].job_id
@@ -145,6 +146,9 @@ def test_two_new_takes_stack_above_the_source_and_the_newest_plays(extension, sc
     assert source_facts(extension, scene) == source_after_first, "the second take leaves the source alone"
     assert source.mute, "the source stays muted under its takes (the Mute Sources preference)"
     assert submitted_video_params(sandbox) == [{"video_width": 320, "video_height": 240, "video_enhance": 1}] * 2
+    # Placing a placed job again (a resume after a crash) neither adds a take nor renumbers one.
+    assert extension.operators.takes.place_take(scene, first)[0] == f"{SOURCE} TF v001"
+    assert sorted(takes(extension, scene)) == [1, 2] and playing(extension, scene) == [2]
 
 
 def test_switching_takes_wraps_around_and_mutes_the_others(extension, scene, sandbox):

@@ -15,6 +15,7 @@ for scene in bpy.data.scenes:
             "scene": scene.name, "name": strip.name, "type": strip.type, "channel": strip.channel,
             "start": strip.frame_final_start, "end": strip.frame_final_end, "mute": strip.mute,
             "job": strip.get("talking_face_job", ""),
+            "take": strip.get("talking_face_take", 0), "take_of": strip.get("talking_face_source", ""),
             "filepath": bpy.path.abspath(getattr(strip, "filepath", "") or
                                          getattr(getattr(strip, "sound", None), "filepath", "") or ""),
         })
