@@ -201,12 +201,14 @@ def redo_blocking_reason(context: bpy.types.Context) -> str | None:
     if take is None:
         return "Select a Talking Face take (a result strip) to redo it."
     source = take.movie.get(placement.SOURCE_PROPERTY, "")
-    if stored_options(take) is None:
+    stored = stored_options(take)
+    if stored is None:
         return (f"Take {take.label} was made before takes kept their options — select '{source}' "
                 "and press New Take.")
     if compat.all_strips(context.scene).get(source) is None:
-        return f"The source strip '{source}' of this take is no longer in the scene — New Take on another strip."
-    audio = stored_options(take).get("audio", {})
+        return (f"The source strip '{source}' of this take is no longer in the scene — pick a movie strip "
+                "and press New Take instead.")
+    audio = stored.get("audio", {})
     if audio.get("kind") == "STRIP" and compat.all_strips(context.scene).get(audio.get("strip", "")) is None:
         return (f"The sound strip '{audio.get('strip')}' this take spoke is no longer in the scene "
                 "— pick the audio in the panel and press New Take.")
