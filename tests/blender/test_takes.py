@@ -25,7 +25,8 @@ SOURCE = "Take 3"
 SOURCE_START, TRIM_START, TRIM_END = 5, 4, 6  # so the first visible frame is 9
 FIRST_VISIBLE = SOURCE_START + TRIM_START
 SOURCE_OFFSET_X = 12.0  # a framing the takes take over
-LINE_SECONDS, OTHER_SECONDS = 1.2, 0.8
+LINE_SECONDS, OTHER_SECONDS, LONG_SECONDS = 1.2, 0.8, 2.0
+SHOT_SECONDS = (40 - TRIM_START - TRIM_END) / 25  # the source's visible range: 30 of its 40 frames at 25 fps
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def movie(extension: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> pa
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
     folder = tmp_path_factory.mktemp("takes_audio")
     return {"line": sample_media.write_sine_wav(folder / "line.wav", seconds=LINE_SECONDS),
-            "other": sample_media.write_sine_wav(folder / "other.wav", seconds=OTHER_SECONDS)}
+            "other": sample_media.write_sine_wav(folder / "other.wav", seconds=OTHER_SECONDS),
+            "long": sample_media.write_sine_wav(folder / "long.wav", seconds=LONG_SECONDS)}
 
 
 @pytest.fixture
@@ -182,20 +184,24 @@ def test_switching_from_the_source_itself_and_greyed_with_a_reason(extension, sc
 
 def test_redo_submits_again_with_the_take_s_own_options(extension, scene, sandbox, speech):
     compat = extension.operators.compat
-    sound_strips.add_sound_strip(compat, scene, "Line", speech["line"], channel=1, frame_start=FIRST_VISIBLE)
+    sound_strips.add_sound_strip(compat, scene, "Line", speech["long"], channel=1, frame_start=FIRST_VISIBLE)
     settings = scene.talking_face
     settings.audio_source, settings.audio_strip = "STRIP", "Line"
     settings.video_width, settings.video_height, settings.enhance = 256, 144, True
+    settings.longer_audio = "CUT_AUDIO"  # the 2 s line is cut at the shot's end
     first = generate(extension, new_take=True)
-    # The panel moves on: another size, no enhance, another audio. Redo keeps to the take's own.
+    assert first.owner["audio_seconds"] == pytest.approx(SHOT_SECONDS, abs=0.01)
+    # The panel moves on: another size, no enhance, another audio and length choice. Redo keeps to the take's own.
     settings.video_width, settings.video_height, settings.enhance = 0, 0, False
     settings.audio_source, settings.audio_file = "FILE", str(speech["other"])
+    settings.longer_audio = "AS_IS"
     assert scene.sequence_editor.active_strip.name == f"{SOURCE} TF v001"
     redone = generate(extension, bpy.ops.sequencer.talking_face_redo)
 
     assert sandbox.count("submit") == 2, "Redo pays again: it never reuses the identical job's result"
     assert submitted_video_params(sandbox) == [{"video_width": 256, "video_height": 144, "video_enhance": 1}] * 2
-    assert redone.owner["audio_seconds"] == pytest.approx(LINE_SECONDS, abs=0.01), "the take's line, not the panel's"
+    assert redone.owner["audio_seconds"] == pytest.approx(SHOT_SECONDS, abs=0.01), \
+        "the take's line cut at the shot's end, not the panel's file nor the whole line"
     assert "Line" in redone.owner["source_strips"] and redone.owner["source_strip"] == SOURCE
     placed = takes(extension, scene)
     assert sorted(placed) == [1, 2] and placed[2][0].get("talking_face_job") == redone.job_id
