@@ -17,9 +17,10 @@ import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..newport_api import Phase
+from ..newport_api.batches import summarize
 from . import compat, job_setup, media, placement
 from .controller import get_controller
-from .jobs_ops import NetworkOperator, ensure_monitor, runs_synchronously, start_planned
+from .jobs_ops import NetworkOperator, TalkingFaceOperator, ensure_monitor, runs_synchronously, start_planned
 from .lengths import LONGER_AUDIO_ITEMS, SHORTER_AUDIO_ITEMS
 
 AUDIO_RULES = (
@@ -30,7 +31,14 @@ AUDIO_RULES = (
 SCOPES = (
     ("SELECTED", "Selected Strips", "Every selected movie or image-sequence strip"),
     ("RANGE", "Frame Range", "Every movie or image-sequence strip in the scene's frame range"),
+    ("META", "Inside Selected Metas",
+     "Every movie or image-sequence strip inside the selected metas; each result goes in its meta, above its shot"),
 )
+QUEUE_ACTIONS = (
+    ("PAUSE", "Pause", "No waiting job starts until Resume; jobs already running go on to their result"),
+    ("RESUME", "Resume", "Waiting jobs start again, in timeline order, at most Jobs at Once at a time"),
+)
+REPORT_LEVELS = (("INFO", "Info", ""), ("WARNING", "Warning", ""))
 DIALOG_WIDTH = 560
 MAX_DIALOG_ROWS = 25
 
@@ -75,10 +83,23 @@ def parse_shard(shard: str) -> tuple[int, int]:
 
 def _picture_strips(scene: bpy.types.Scene, scope: str) -> list:
     first, last = scene.frame_start, scene.frame_end + 1
-    return [strip for strip in compat.all_strips(scene)
+    candidates = _inside_selected_metas(scene) if scope == "META" else compat.all_strips(scene)
+    return [strip for strip in candidates
             if media.is_video_strip(strip) and not strip.get(placement.JOB_PROPERTY)  # a result is no shot
-            and (strip.select if scope == "SELECTED"
-                 else strip.frame_final_start < last and strip.frame_final_end > first)]
+            and (scope == "META" or (strip.select if scope == "SELECTED"
+                                     else strip.frame_final_start < last and strip.frame_final_end > first))]
+
+
+def _inside_selected_metas(scene: bpy.types.Scene) -> list:
+    """Every strip inside the selected meta strips, metas nested in them included (each strip once)."""
+    found: dict[int, Any] = {}
+    pending = [strip for strip in compat.all_strips(scene) if compat.is_meta(strip) and strip.select]
+    while pending:
+        for strip in compat.meta_contents(pending.pop()):
+            if compat.is_meta(strip):
+                pending.append(strip)
+            found.setdefault(strip.as_pointer(), strip)
+    return list(found.values())
 
 
 def _pair(context: bpy.types.Context, strip, rule: str, channel: int, pattern: str) -> Shot:
@@ -188,7 +209,8 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         if not shots:
-            self.report({"ERROR"}, "There are no movie strips to dub — select the shots (or use the frame range).")
+            self.report({"ERROR"}, "There are no movie strips to dub — select the shots (or use the frame range"
+                                   ", or select meta strips that hold shots).")
             return {"CANCELLED"}
         sync = runs_synchronously(self.mode)
         problems = [f"{shot.strip.name}: {shot.reason}" for shot in shots if shot.reason]
@@ -196,6 +218,7 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         batch_id = uuid.uuid4().hex[:12]
         credentials = job_setup.credentials()
         lengths_choice = self.lengths_choice(context)
+        records = []
         for shot in (shot for shot in shots if not shot.reason):
             try:
                 record, plan = job_setup.plan_job(context, strip=shot.strip, audio=shot.audio, defer=not sync,
@@ -206,12 +229,15 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
                 continue
             record.owner["batch"] = batch_id
             record = start_planned(record, plan, credentials, sync=sync)
+            records.append(record)
             if record.phase == Phase.FAILED:
                 problems.append(f"{shot.strip.name}: {record.error}")
             else:
                 started += 1
         if not sync:
             ensure_monitor()
+        elif records:  # headless the batch has ended here: its summary goes to the terminal
+            print("Talking Face: " + "\n  ".join(summarize(records).lines()), flush=True)
         return self._report(len(shots), started, problems, sync)
 
     def _report(self, total: int, started: int, problems: list[str], sync: bool) -> set[str]:
@@ -275,4 +301,89 @@ class SEQUENCER_OT_talking_face_retry_failed(NetworkOperator, bpy.types.Operator
         return {"FINISHED"}
 
 
-CLASSES = (SEQUENCER_OT_talking_face_batch, SEQUENCER_OT_talking_face_retry_failed)
+class SEQUENCER_OT_talking_face_queue(TalkingFaceOperator, bpy.types.Operator):
+    """Pause the queue (no waiting job starts; running ones go on) or resume it"""
+
+    bl_idname = "sequencer.talking_face_queue"
+    bl_label = "Pause or Resume Talking Face Jobs"
+
+    action: EnumProperty(name="Action", items=QUEUE_ACTIONS, default="PAUSE")
+    batch: StringProperty(name="Batch", default="",
+                          description="The batch to pause or resume; empty: every job of this file")
+
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties) -> str:
+        return next(text for action, _name, text in QUEUE_ACTIONS if action == properties.action)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controller = get_controller()
+        if self.action == "PAUSE":
+            held = controller.pause_queue(self.batch)
+            if not held:
+                self.report({"WARNING"}, "There is no waiting job to pause; jobs already running finish on "
+                                         "their own (Cancel stops one).")
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"Talking Face: paused — {len(held)} job(s) wait until you press Resume; "
+                                  "the ones already running go on.")
+            return {"FINISHED"}
+        released = controller.resume_queue(self.batch)
+        if not released:
+            self.report({"WARNING"}, "Nothing is paused.")
+            return {"CANCELLED"}
+        self._queue_stopped_jobs(controller, released)
+        self.report({"INFO"}, f"Talking Face: resumed — {len(released)} job(s) start as slots free up.")
+        ensure_monitor()
+        return {"FINISHED"}
+
+    @staticmethod
+    def _queue_stopped_jobs(controller, released: list) -> None:
+        """With a window, jobs paused in an earlier session that nothing queued yet join the queue now."""
+        if bpy.app.background or job_setup.network_blocking_reason() is not None:
+            return  # headless, talking_face_resume continues them (as after any reopen)
+        for record in released:
+            if not controller.is_running(record.job_id):
+                controller.resume(job_setup.credentials(), job_id=record.job_id)
+
+
+class SEQUENCER_OT_talking_face_batch_report(bpy.types.Operator):
+    """Show how a batch ended in the status bar and the Info log"""
+
+    bl_idname = "sequencer.talking_face_batch_report"
+    bl_label = "Talking Face Batch Report"
+    bl_options = {"INTERNAL"}  # noqa: RUF012 — Blender reads a plain set here
+
+    message: StringProperty(options={"SKIP_SAVE"})
+    level: EnumProperty(items=REPORT_LEVELS, default="INFO", options={"SKIP_SAVE"})
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        # A report made from a modal handler reaches the status bar; one from a timer's call would not.
+        if context.window is None:
+            return self.execute(context)
+        self._timer = context.window_manager.event_timer_add(0.01, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self.execute(context)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        self.report({self.level}, self.message)
+        return {"FINISHED"}
+
+
+def report_batch_end(message: str, level: str) -> None:
+    """The report, from the monitor's timer: invoked in the first window, else run as it is (headless)."""
+    window_manager = bpy.context.window_manager
+    window = next(iter(window_manager.windows), None) if window_manager and not bpy.app.background else None
+    if window is None:
+        bpy.ops.sequencer.talking_face_batch_report(message=message, level=level)
+        return
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        bpy.ops.sequencer.talking_face_batch_report("INVOKE_DEFAULT", message=message, level=level)
+
+
+CLASSES = (SEQUENCER_OT_talking_face_batch, SEQUENCER_OT_talking_face_retry_failed, SEQUENCER_OT_talking_face_queue,
+           SEQUENCER_OT_talking_face_batch_report)

@@ -6,7 +6,8 @@ argument it needs, so a future Blender that keeps an API keeps working.
 Differences handled here (measured on the bpy 4.2.23, 4.5.15 and 5.0.1 wheels):
 
 - Strip collections: ``sequence_editor.strips``/``strips_all`` (4.4+), ``sequences``/
-  ``sequences_all`` (4.2; 5.0 removed them).
+  ``sequences_all`` (4.2; 5.0 removed them); a meta strip's contents likewise ``strips`` (4.4+)
+  or ``sequences`` (4.2; 5.0 removed it).
 - Type names: ``bpy.types.Strip``/``MovieStrip`` (4.4+) or ``Sequence``/``MovieSequence``.
 - ``strips.new_effect``: ``length`` and ``input1`` on 5.0, ``frame_end`` and ``seq1`` on 4.2,
   ``frame_end`` and ``input1`` on 4.5.
@@ -71,6 +72,21 @@ def all_strips(scene: bpy.types.Scene) -> Any:
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
+def is_meta(strip: Any) -> bool:
+    return strip is not None and strip.type == "META"
+
+
+def meta_contents(meta: Any) -> Any:
+    """The strips directly inside a meta strip (its own collection, with ``new_movie`` and ``remove``)."""
+    return meta.strips if hasattr(meta, "strips") else meta.sequences
+
+
+def strips_beside(scene: bpy.types.Scene, strip: Any) -> Any:
+    """The collection that holds ``strip``: its meta strip's contents, or the scene's top-level strips."""
+    meta = strip.parent_meta()
+    return meta_contents(meta) if meta is not None else strips(scene)
+
+
 def strip_type(kind: str = "") -> type:
     """The RNA class of a strip kind, e.g. ``strip_type("Movie")``; ``strip_type()`` is the base."""
     return getattr(bpy.types, f"{kind}Strip", None) or getattr(bpy.types, f"{kind}Sequence")
@@ -119,16 +135,19 @@ def sound_rate(sound: Any) -> int:
 
 
 def new_movie(scene: bpy.types.Scene, name: str, filepath: str, channel: int, frame_start: int,
-              fit_method: str = "FIT") -> Any:
+              fit_method: str = "FIT", *, into: Any = None) -> Any:
+    """A movie strip at the top level, or in ``into`` (a collection such as ``meta_contents(meta)``)."""
     ensure_editor(scene)
-    return strips(scene).new_movie(name=name, filepath=filepath, channel=channel,
-                                   frame_start=frame_start, fit_method=fit_method)
+    return (into if into is not None else strips(scene)).new_movie(
+        name=name, filepath=filepath, channel=channel, frame_start=frame_start, fit_method=fit_method)
 
 
-def new_sound(scene: bpy.types.Scene, name: str, filepath: str, channel: int, frame_start: int) -> Any:
-    """A sound strip; raises RuntimeError on builds without audio support."""
+def new_sound(scene: bpy.types.Scene, name: str, filepath: str, channel: int, frame_start: int, *,
+              into: Any = None) -> Any:
+    """A sound strip (top level, or in ``into``); raises RuntimeError on builds without audio support."""
     ensure_editor(scene)
-    return strips(scene).new_sound(name=name, filepath=filepath, channel=channel, frame_start=frame_start)
+    return (into if into is not None else strips(scene)).new_sound(
+        name=name, filepath=filepath, channel=channel, frame_start=frame_start)
 
 
 def new_effect(scene: bpy.types.Scene, name: str, effect_type: str, channel: int, frame_start: int,

@@ -43,6 +43,7 @@ from pathlib import Path
 import bpy
 
 from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, NewportClient, Phase
+from ..newport_api.batches import BatchSummary, summarize
 from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts, check_base_url
@@ -58,6 +59,8 @@ OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far l
 WATCH_SECONDS = 2.0  # how often the monitor checks whether another Blender left a job behind
 DEFAULT_PARALLEL_JOBS = 3
 WAITING_MESSAGE = "Waiting in the queue"
+PAUSED_KEY = "queue_paused"  # in a record's owner data: held by Pause until Resume (saved: survives a reopen)
+PAUSED_MESSAGE = "Waiting: the queue is paused"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,9 @@ class JobController:
         self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
         self._last_watch = 0.0  # when the monitor last looked for jobs another Blender left behind
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
+        self._open_batches: set[str] = set()  # batches with jobs queued or running here: announced when they end
+        self._batch_check_due = False  # a job ended outside the events (a cancel): look at open batches
+        self.on_batch_end: Callable[[str, BatchSummary], None] = announce_batch_end
 
     # -- starting work -----------------------------------------------------------
 
@@ -116,6 +122,7 @@ class JobController:
         self.store.save(record)
         self.views[record.job_id] = record
         self._credentials[record.job_id] = credentials
+        self._open_batch(record)
         return self.worker.start(JobRecord.from_dict(record.to_dict()), credentials.make_client)
 
     def run_sync(self, record: JobRecord, credentials: Credentials,
@@ -163,7 +170,7 @@ class JobController:
         self.reuse_uploads(record)
         if sync:
             return self.run_sync(record, credentials, log)
-        if queued:
+        if queued or self._held(record):  # prepared while the queue was paused: it waits for Resume
             self._start_or_wait(record, credentials)
         else:
             self.start(record, credentials)
@@ -181,10 +188,11 @@ class JobController:
             self._show_stored(record.job_id)
             return
         # Only the message: a retried job's phase says where its runner goes on (e.g. polling its task).
-        record.set_phase(record.phase, WAITING_MESSAGE)
+        record.set_phase(record.phase, PAUSED_MESSAGE if self._held(record) else WAITING_MESSAGE)
         self.store.save(record)
         self.views[record.job_id] = record
         self._waiting[record.job_id] = credentials
+        self._open_batch(record)
         self._start_waiting()
 
     def running_count(self) -> int:
@@ -195,21 +203,101 @@ class JobController:
         return job_id in self._waiting
 
     def _start_waiting(self) -> bool:
-        """Start waiting jobs, earliest on the timeline first, while slots are free."""
+        """Start waiting jobs, earliest on the timeline first, while slots are free (held ones stay)."""
         if not self._waiting or not bpy.app.online_access:  # offline: they start once it is back
             return False
-        started = False
-        limit = max(1, self.max_parallel_jobs())
-        while self._waiting and self.running_count() < limit:
-            job_id = min(self._waiting, key=self._timeline_position)
+        free = max(1, self.max_parallel_jobs()) - self.running_count()
+        if free <= 0:
+            return False
+        ready = sorted((job_id for job_id in self._waiting if not self._held(self.views[job_id])),
+                       key=self._timeline_position)[:free]
+        for job_id in ready:
             credentials = self._waiting.pop(job_id)
             record = self.views[job_id]
             if "prepare" in record.owner or not record.video:
                 self._begin_preparation(record, credentials)
             else:
                 self.start(record, credentials)
-            started = True
-        return started
+        return bool(ready)
+
+    # -- pausing the queue -------------------------------------------------------------
+
+    @staticmethod
+    def _held(record: JobRecord) -> bool:
+        """Paused and not yet submitted: it may not start. A job with a task always goes on (it is paid for)."""
+        return bool(record.owner.get(PAUSED_KEY)) and not record.task_id and not record.submit_started_at
+
+    def queue_members(self, batch: str = "") -> list[JobRecord]:
+        """Unfinished jobs of the open file (of ``batch`` only, when given) that no other Blender runs."""
+        return [record for record in self.jobs_for_file() if not record.phase.finished
+                and (not batch or record.owner.get("batch") == batch) and not self.owned_elsewhere(record)]
+
+    def pause_queue(self, batch: str = "") -> list[JobRecord]:
+        """Hold the jobs of the file (or of ``batch``) that have not started yet; returns them.
+
+        Jobs already running here go on — uploading, submitting, waiting for their task or
+        downloading — so no paid task is ever dropped. The hold is saved in each record.
+        """
+        held = []
+        for record in self.queue_members(batch):
+            if (self.worker.is_running(record.job_id) or record.job_id in self.paused_offline
+                    or record.task_id or record.submit_started_at):
+                continue  # started or paid for: it goes on (a submit in flight gets its task id, saved)
+            if self._set_paused(record, True):
+                held.append(self.views[record.job_id])
+        return held
+
+    def resume_queue(self, batch: str = "") -> list[JobRecord]:
+        """Let the held jobs of the file (or of ``batch``) start again, in timeline order; returns them."""
+        released = [self.views[record.job_id] for record in self.queue_members(batch)
+                    if record.owner.get(PAUSED_KEY) and self._set_paused(record, False)]
+        self._start_waiting()
+        return released
+
+    def _set_paused(self, record: JobRecord, paused: bool) -> bool:
+        """Write the hold into the job's record (claimed for the write when nothing here holds it)."""
+        job_id = record.job_id
+        ours = self.store.holds(job_id)  # waiting or preparing here: this Blender writes its record
+        if not ours:
+            record = self._claim_latest(record)
+            if record is None:
+                return False
+        if paused:
+            record.owner[PAUSED_KEY] = True
+        else:
+            record.owner.pop(PAUSED_KEY, None)
+        if job_id in self._waiting:
+            record.set_phase(record.phase, PAUSED_MESSAGE if self._held(record) else WAITING_MESSAGE)
+        self.store.save(record)
+        self.views[job_id] = record
+        if not ours:
+            self.store.release(job_id)
+        return True
+
+    def is_paused(self, record: JobRecord) -> bool:
+        return not record.phase.finished and bool(record.owner.get(PAUSED_KEY))
+
+    # -- announcing the end of a batch ------------------------------------------------------
+
+    def _open_batch(self, record: JobRecord) -> None:
+        batch = record.owner.get("batch")
+        if batch:
+            self._open_batches.add(batch)
+
+    def _announce_ended_batches(self) -> None:
+        """Each batch run here whose last job just finished: its summary, once (``on_batch_end``)."""
+        self._batch_check_due = False
+        members: dict[str, list[JobRecord]] = {batch: [] for batch in self._open_batches}
+        for record in self.views.values():
+            found = members.get(record.owner.get("batch", ""))
+            if found is not None:
+                found.append(record)
+        for batch, records in members.items():
+            summary = summarize(records)
+            if summary.ended or not records:
+                self._open_batches.discard(batch)
+            if summary.ended:
+                self.on_batch_end(batch, summary)
 
     def _timeline_position(self, job_id: str) -> tuple:
         record = self.views[job_id]
@@ -332,6 +420,8 @@ class JobController:
                 self.place(record)
                 imports += 1
                 changed = True
+        if self._open_batches and (changed or self._batch_check_due):
+            self._announce_ended_batches()
         if self.key_status != self._key_status_shown:
             self._key_status_shown = self.key_status
             tag_redraw("PREFERENCES", "WINDOW")  # the Check Key answer lives in the preferences
@@ -506,6 +596,7 @@ class JobController:
     # -- artist actions ----------------------------------------------------------
 
     def cancel(self, job_id: str) -> bool:
+        self._batch_check_due = True  # a waiting job cancelled sends no event; its batch may have ended
         if self.worker.cancel(job_id):
             return True
         self._waiting.pop(job_id, None)  # then cancelled below like any job not running
@@ -565,6 +656,9 @@ class JobController:
                 self.store.release(record.job_id)
                 continue
             credentials = _service_of(record, given)
+            if sync and self._held(record):  # paused: it waits for the queue's Resume, here too
+                self.store.release(record.job_id)
+                continue
             if record.phase == Phase.DOWNLOADED:
                 self.place(record)
             elif not record.video:  # stopped while its inputs were being prepared: prepare them again
@@ -574,8 +668,8 @@ class JobController:
                     self.prepare(record, credentials)
             elif sync:
                 self.run_sync(record, credentials, log)
-            else:
-                self.start(record, credentials)
+            else:  # through the queue: a reopened file's jobs also run at most max_parallel_jobs at once
+                self._start_or_wait(record, credentials)
             resumed.append(record)
         return resumed
 
@@ -727,6 +821,22 @@ class JobController:
         for job_id in self.store.claimed_ids():
             if not self.worker.is_running(job_id):  # a thread that outlived the timeout releases its own
                 self.store.release(job_id)
+
+
+def announce_batch_end(batch: str, summary: BatchSummary) -> None:
+    """Tell the artist a batch ended: the terminal, and the Info log and status bar (an operator's report).
+
+    The report reaches the status bar even when the batch ended while Blender was in the background.
+    """
+    lines = summary.lines()
+    print("Talking Face: " + "\n  ".join(lines), flush=True)
+    level = "WARNING" if summary.failed or summary.cancelled else "INFO"
+    from . import batch  # batch builds on this module; imported late to avoid a cycle
+
+    try:
+        batch.report_batch_end(summary.text(), level)
+    except (AttributeError, RuntimeError) as error:  # unregistered mid-way: the terminal has it
+        print(f"Talking Face: could not report the batch's end in Blender ({error}).", flush=True)
 
 
 def preferred_parallel_jobs() -> int:

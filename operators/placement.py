@@ -53,6 +53,10 @@ class _Slot:
     sound_channel: int  # 0: no sound strip
     start: int
     length: int  # the movie's length on the timeline, in scene frames
+    meta: Any = None  # the meta strip the source is in (the result goes in beside it); None: top level
+
+    def collection(self, scene: bpy.types.Scene) -> Any:
+        return compat.meta_contents(self.meta) if self.meta is not None else compat.strips(scene)
 
 
 def find_imported(scene: bpy.types.Scene, job_id: str) -> list[str]:
@@ -95,15 +99,19 @@ def _sound_seconds(path: str) -> float:
     return media.measure_audio_seconds(path) or 0.0
 
 
-def _channel_is_free(scene: bpy.types.Scene, channel: int, start: int, end: int) -> bool:
+def _channel_is_free(scene: bpy.types.Scene, channel: int, start: int, end: int, collection: Any = None) -> bool:
     return not any(strip.channel == channel and strip.frame_final_start < end and start < strip.frame_final_end
-                   for strip in compat.strips(scene))
+                   for strip in (collection if collection is not None else compat.strips(scene)))
 
 
-def lowest_free_channel(scene: bpy.types.Scene, above: int, start: int, end: int, count: int) -> int:
-    """The lowest channel > ``above`` such that it and the ``count - 1`` above it are free in [start, end)."""
+def lowest_free_channel(scene: bpy.types.Scene, above: int, start: int, end: int, count: int,
+                        collection: Any = None) -> int:
+    """The lowest channel > ``above`` such that it and the ``count - 1`` above it are free in [start, end).
+
+    Channels of ``collection`` (a meta strip's contents; by default the top level).
+    """
     for channel in range(above + 1, MAX_CHANNEL - count + 2):
-        if all(_channel_is_free(scene, channel + step, start, end) for step in range(count)):
+        if all(_channel_is_free(scene, channel + step, start, end, collection) for step in range(count)):
             return channel
     raise PlacementError("No free channels are left above the source strips for the result.")
 
@@ -116,12 +124,16 @@ def _plan_slot(scene: bpy.types.Scene, sources: list[Any], length: int, sound_le
     """
     start = sources[0].frame_final_start
     with_sound = sound_length > 0
-    lowest = lowest_free_channel(scene, max(floor_channel, *(strip.channel for strip in sources)),
-                                 start, start + max(length, sound_length), 2 if with_sound else 1)
+    # A shot inside a meta strip gets its result inside that meta, above the sources in there.
+    meta = sources[0].parent_meta()
+    beside = [strip for strip in sources if strip.parent_meta() == meta]
+    collection = compat.meta_contents(meta) if meta is not None else None
+    lowest = lowest_free_channel(scene, max(floor_channel, *(strip.channel for strip in beside)),
+                                 start, start + max(length, sound_length), 2 if with_sound else 1, collection)
     # Blender's own layout: a movie's sound just below its picture.
     if with_sound:
-        return _Slot(movie_channel=lowest + 1, sound_channel=lowest, start=start, length=length)
-    return _Slot(movie_channel=lowest, sound_channel=0, start=start, length=length)
+        return _Slot(movie_channel=lowest + 1, sound_channel=lowest, start=start, length=length, meta=meta)
+    return _Slot(movie_channel=lowest, sound_channel=0, start=start, length=length, meta=meta)
 
 
 @contextlib.contextmanager
@@ -155,10 +167,11 @@ def _add_with_data_api(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     ``new_movie`` places the clip frame for frame: right only when it lasts exactly as long
     as the clip in scene frames (off by one means another rate, which drifts).
     """
-    movie = compat.new_movie(scene, name, video_path, channel=slot.movie_channel, frame_start=slot.start)
+    movie = compat.new_movie(scene, name, video_path, channel=slot.movie_channel, frame_start=slot.start,
+                             into=slot.collection(scene))
     if movie.frame_final_duration == slot.length:
         return movie
-    compat.strips(scene).remove(movie)
+    slot.collection(scene).remove(movie)
     return None
 
 
@@ -170,7 +183,7 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     lengths (a change of fps, reloading the file) recomputes the size and leaves it
     short by that trim.
     """
-    before = {strip.as_pointer() for strip in compat.strips(scene)}
+    before = {strip.as_pointer() for strip in compat.all_strips(scene)}
     try:
         with compat.sequencer_context_override(scene), compat.no_proxy_job_when_headless():
             result = bpy.ops.sequencer.movie_strip_add(
@@ -178,9 +191,12 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
                 adjust_playback_rate=True, use_framerate=False, set_view_transform=False)
     except (compat.NoSequencerContext, RuntimeError) as error:
         raise PlacementError(f"Blender could not add the result to the sequencer: {error}") from error
-    added = [strip for strip in compat.strips(scene) if strip.as_pointer() not in before]
+    added = [strip for strip in compat.all_strips(scene) if strip.as_pointer() not in before]
     if result != {"FINISHED"} or len(added) != 1 or not compat.is_movie(added[0]):
         raise PlacementError(f"Blender could not add the result video {video_path} to the sequencer.")
+    if slot.meta is not None and added[0].parent_meta() != slot.meta:  # the operator adds at the top level
+        added[0].move_to_meta(slot.meta)
+        added[0].channel = slot.movie_channel
     added[0].name = name
     _round_length(added[0], slot.length)
     return added[0]
@@ -198,7 +214,8 @@ def _round_length(movie: Any, length: int) -> None:
 
 def _add_sound(scene: bpy.types.Scene, path: str, slot: _Slot, name: str) -> Any | None:
     try:
-        return compat.new_sound(scene, name, path, channel=slot.sound_channel, frame_start=slot.start)
+        return compat.new_sound(scene, name, path, channel=slot.sound_channel, frame_start=slot.start,
+                                into=slot.collection(scene))
     except RuntimeError:
         return None  # a build without audio support; _sound_seconds already said so
 

@@ -7,6 +7,7 @@ import textwrap
 import bpy
 
 from ..newport_api import JobRecord, Phase
+from ..newport_api.batches import summarize
 from ..operators import compat, job_setup, jobs_ops, takes
 from ..operators.controller import elapsed_text, get_controller
 
@@ -146,7 +147,20 @@ def draw_jobs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
             draw_job(layout.box(), entry, context)
     controller = get_controller()
     if any(not record.phase.finished and not controller.owned_elsewhere(record) for record in jobs):
-        layout.operator("sequencer.talking_face_cancel", text="Cancel All", icon="CANCEL")
+        row = layout.row(align=True)
+        _draw_pause_resume(row, jobs, batch="", suffix=" All")
+        row.operator("sequencer.talking_face_cancel", text="Cancel All", icon="CANCEL")
+
+
+def _draw_pause_resume(layout: bpy.types.UILayout, jobs: list[JobRecord], batch: str, suffix: str = "") -> None:
+    """Resume while any of ``jobs`` is held by a pause, else Pause while any has not started yet."""
+    controller = get_controller()
+    if any(controller.is_paused(record) for record in jobs):
+        operator = layout.operator("sequencer.talking_face_queue", text=f"Resume{suffix}", icon="PLAY")
+        operator.action, operator.batch = "RESUME", batch
+    elif any(not record.phase.finished and not record.task_id for record in jobs):
+        operator = layout.operator("sequencer.talking_face_queue", text=f"Pause{suffix}", icon="PAUSE")
+        operator.action, operator.batch = "PAUSE", batch
 
 
 def group_batches(jobs: list[JobRecord]) -> list[JobRecord | list[JobRecord]]:
@@ -168,19 +182,33 @@ def group_batches(jobs: list[JobRecord]) -> list[JobRecord | list[JobRecord]]:
 
 
 def draw_batch(box: bpy.types.UILayout, jobs: list[JobRecord], context: bpy.types.Context) -> None:
-    """A batch under one box: its total progress, Retry Failed, then its shots."""
-    done = sum(record.phase == Phase.DONE for record in jobs)
-    failed = sum(record.phase == Phase.FAILED for record in jobs)
+    """A batch under one box: its total progress (or its summary once ended), Pause/Resume, Retry Failed, its shots."""
+    summary = summarize(jobs)
+    paused = any(get_controller().is_paused(record) for record in jobs)
     header = box.row()
-    header.label(text=f"Batch of {len(jobs)} shot(s)", icon="SEQ_STRIP_DUPLICATE")
-    header.label(text=f"{done}/{len(jobs)} done" + (f" · {failed} failed" if failed else ""))
-    compat.draw_progress(box, done / len(jobs), f"{done}/{len(jobs)}")
-    if failed:
-        box.operator("sequencer.talking_face_retry_failed", icon="FILE_REFRESH").batch = jobs[0].owner["batch"]
+    header.label(text=f"Batch of {len(jobs)} shot(s)" + (" · paused" if paused else ""),
+                 icon="PAUSE" if paused else "SEQ_STRIP_DUPLICATE")
+    header.label(text=f"{summary.done}/{len(jobs)} done" + (f" · {summary.failed} failed" if summary.failed else ""))
+    if summary.ended:
+        _draw_summary(box, context, summary)
+    else:
+        compat.draw_progress(box, summary.done / len(jobs), f"{summary.done}/{len(jobs)}")
+    batch = jobs[0].owner["batch"]
+    row = box.row(align=True)
+    _draw_pause_resume(row, jobs, batch)
+    if summary.failed:
+        row.operator("sequencer.talking_face_retry_failed", icon="FILE_REFRESH").batch = batch
     for record in jobs[:MAX_LISTED_JOBS]:
         draw_job(box.box(), record, context)
     if len(jobs) > MAX_LISTED_JOBS:
         box.label(text=f"… and {len(jobs) - MAX_LISTED_JOBS} more shot(s)")
+
+
+def _draw_summary(box: bpy.types.UILayout, context: bpy.types.Context, summary) -> None:
+    """How the batch ended: done, failed with their reasons, credits spent."""
+    draw_sentence(box, context, summary.headline(), icon="ERROR" if summary.failed else "CHECKMARK")
+    for failure in summary.failures[:MAX_LISTED_JOBS]:
+        draw_sentence(box, context, f"{failure.shot}: {failure.reason}", icon="BLANK1")
 
 
 def draw_sentence(layout: bpy.types.UILayout, context: bpy.types.Context, text: str, icon: str = "NONE") -> None:
