@@ -834,7 +834,7 @@ def announce_batch_end(batch: str, summary: BatchSummary) -> None:
     from . import batch  # batch builds on this module; imported late to avoid a cycle
 
     try:
-        batch.report_batch_end(summary.text(), level)
+        batch.report_batch_end(f"Talking Face: {summary.text()}", level)
     except (AttributeError, RuntimeError) as error:  # unregistered mid-way: the terminal has it
         print(f"Talking Face: could not report the batch's end in Blender ({error}).", flush=True)
 
