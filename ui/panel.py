@@ -186,9 +186,10 @@ def draw_batch(box: bpy.types.UILayout, jobs: list[JobRecord], context: bpy.type
     summary = summarize(jobs)
     paused = any(get_controller().is_paused(record) for record in jobs)
     header = box.row()
-    header.label(text=f"Batch of {len(jobs)} shot(s)" + (" · paused" if paused else ""),
-                 icon="PAUSE" if paused else "SEQ_STRIP_DUPLICATE")
+    header.label(text=f"Batch of {len(jobs)} shot(s)", icon="PAUSE" if paused else "SEQ_STRIP_DUPLICATE")
     header.label(text=f"{summary.done}/{len(jobs)} done" + (f" · {summary.failed} failed" if summary.failed else ""))
+    if paused:
+        draw_sentence(box, context, "Paused: the waiting shots start when you press Resume.", icon="INFO")
     if summary.ended:
         _draw_summary(box, context, summary)
     else:

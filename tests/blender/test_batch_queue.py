@@ -39,6 +39,15 @@ def tick_idle(jobs, times: int = IDLE_TICKS) -> None:
         assert jobs.running_count() == 0, "a paused queue starts nothing"
 
 
+def draw_panel(extension, capfd) -> None:
+    """Draw the Jobs list as the sidebar does; Blender complains on stderr of an unknown icon or operator."""
+    capfd.readouterr()
+    layout = bpy.context.window_manager.popmenu_begin__internal("talking face queue test").layout
+    extension.ui.panel.draw_jobs(layout, bpy.context)
+    printed = capfd.readouterr()
+    assert "not found" not in printed.err and "Error" not in printed.err, printed.err
+
+
 def run_to_the_end(jobs, records, limit: int) -> int:
     """Tick until every shot is done, never more than ``limit`` running; the most seen at once."""
     most = 0
@@ -78,7 +87,7 @@ def test_pause_lets_the_submit_in_flight_finish_and_starts_nothing_new_then_resu
     assert all(stored[record.job_id]["phase"] == "pending" for record in waiting)
     assert all(stored[record.job_id]["owner"].get("queue_paused") for record in waiting), "the pause is saved"
 
-    capfd.readouterr()
+    draw_panel(extension, capfd)  # the batch box with Resume while paused
     assert bpy.ops.sequencer.talking_face_queue(action="RESUME") == {"FINISHED"}
     run_to_the_end(jobs, records, limit=1)
     assert sandbox.count("submit") == SHOTS, "one submit per shot"
@@ -86,6 +95,7 @@ def test_pause_lets_the_submit_in_flight_finish_and_starts_nothing_new_then_resu
         assert_placed_in_sync(extension, edit, jobs.views[record.job_id])
     jobs.tick()  # the tick that sees the last shot done already told; one more must not tell again
     printed = capfd.readouterr().out
+    draw_panel(extension, capfd)  # the batch box with its summary
     credits = sum(dialogue_seconds(index) for index in range(SHOTS))  # 1 credit a second of audio at 25 fps
     headline = f"Batch of {SHOTS} shots ended: {SHOTS} done — {credits:.1f} credits spent."
     lines = printed.splitlines()
