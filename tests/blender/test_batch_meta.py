@@ -18,6 +18,7 @@ from test_batch import (  # noqa: F401 — fixtures shared with the batch's own 
     results_of,
     sandbox,
     scene_rate_files,
+    shot_files,
 )
 
 SCENE_FPS = 25
@@ -97,3 +98,34 @@ def test_meta_scope_without_a_selected_meta_says_what_to_select(extension, meta_
     with pytest.raises(RuntimeError, match="select meta strips that hold shots"):
         bpy.ops.sequencer.talking_face_batch(scope="META", audio="OVERLAP")
     assert sandbox.requests == []
+
+
+def test_a_shot_of_another_rate_inside_a_meta_is_stretched_and_lands_inside_it(extension, shot_files, prefs,  # noqa: F811
+                                                                                  sandbox):  # noqa: F811
+    """A 30 fps shot in a 25 fps scene: its result is added by Blender's operator, then moved into the meta."""
+    compat = extension.operators.compat
+    movie, line = shot_files[1]  # 256×144 at 30 fps, 36 frames
+    scene = bpy.data.scenes.new("meta edit, 30 fps shot")
+    compat.set_scene_fps(scene, SCENE_FPS)
+    previous, bpy.context.window.scene = bpy.context.window.scene, scene
+    compat.ensure_editor(scene)
+    compat.new_movie(scene, "Shot 1", str(movie), channel=2, frame_start=11)
+    sound_strips.add_sound_strip(compat, scene, "Line 1", line, channel=1, frame_start=12)
+    meta = make_meta(compat, scene, {"Shot 1", "Line 1"})
+    for strip in compat.all_strips(scene):
+        strip.select = strip == meta
+    scene.talking_face.regenerate = True
+    try:
+        before = set(controller(extension).views)
+        assert bpy.ops.sequencer.talking_face_batch(scope="META", audio="OVERLAP", audio_channel=1) == {"FINISHED"}
+        [record] = new_jobs(extension, before)
+        assert record.phase.value == "done", record.error
+        source = compat.all_strips(scene)["Shot 1"]
+        [result] = [strip for strip in results_of(extension, scene, record.job_id) if compat.is_movie(strip)]
+        assert result.parent_meta() == meta and result.channel > source.channel
+        assert result.frame_final_start == source.frame_final_start
+        # The sandbox's result is the clip sent: 36 frames at 30 fps play 1.2 s, 30 frames of the scene.
+        assert result.frame_final_duration == round(36 / 30 * SCENE_FPS)
+        assert [strip.name for strip in compat.strips(scene)] == [meta.name], "nothing lands at the top level"
+    finally:
+        bpy.context.window.scene = previous
