@@ -288,16 +288,20 @@ class JobController:
         """Each batch run here whose last job just finished: its summary, once (``on_batch_end``)."""
         self._batch_check_due = False
         members: dict[str, list[JobRecord]] = {batch: [] for batch in self._open_batches}
+        moving: set[str] = set()  # one pass, no sorting: this runs on ticks while a batch is open
         for record in self.views.values():
-            found = members.get(record.owner.get("batch", ""))
+            batch = record.owner.get("batch", "")
+            found = members.get(batch)
             if found is not None:
                 found.append(record)
+                if not record.phase.finished:
+                    moving.add(batch)
         for batch, records in members.items():
-            summary = summarize(records)
-            if summary.ended or not records:
-                self._open_batches.discard(batch)
-            if summary.ended:
-                self.on_batch_end(batch, summary)
+            if batch in moving:
+                continue
+            self._open_batches.discard(batch)
+            if records:
+                self.on_batch_end(batch, summarize(records))
 
     def _timeline_position(self, job_id: str) -> tuple:
         record = self.views[job_id]
