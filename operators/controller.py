@@ -257,15 +257,16 @@ class JobController:
     def _set_paused(self, record: JobRecord, paused: bool) -> bool:
         """Write the hold into the job's record (claimed for the write when nothing here holds it)."""
         job_id = record.job_id
+        if self.worker.is_running(job_id):  # its runner writes the record: the change joins its snapshots
+            record.owner[PAUSED_KEY] = paused
+            self._owner_updates.setdefault(job_id, {})[PAUSED_KEY] = paused
+            return True
         ours = self.store.holds(job_id)  # waiting or preparing here: this Blender writes its record
         if not ours:
             record = self._claim_latest(record)
             if record is None:
                 return False
-        if paused:
-            record.owner[PAUSED_KEY] = True
-        else:
-            record.owner.pop(PAUSED_KEY, None)
+        record.owner[PAUSED_KEY] = paused
         if job_id in self._waiting:
             record.set_phase(record.phase, PAUSED_MESSAGE if self._held(record) else WAITING_MESSAGE)
         self.store.save(record)
@@ -659,10 +660,10 @@ class JobController:
             if record.phase.finished:
                 self.store.release(record.job_id)
                 continue
-            credentials = _service_of(record, given)
             if sync and self._held(record):  # paused: it waits for the queue's Resume, here too
                 self.store.release(record.job_id)
                 continue
+            credentials = _service_of(record, given)
             if record.phase == Phase.DOWNLOADED:
                 self.place(record)
             elif not record.video:  # stopped while its inputs were being prepared: prepare them again
