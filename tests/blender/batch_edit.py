@@ -1,0 +1,141 @@
+"""Issue 11's edit: twelve shots of mixed sizes and rates, each with its dialogue on channel 1.
+
+Shared by the in-process batch test (``test_batch_edit.py``) and the crash-and-reopen
+sessions (``recovery_child.py batch``). The shots are ffmpeg's ``testsrc2`` (moving, coloured,
+with the frame number burnt in), under a second each, so twelve cost a few seconds to make,
+cut and send; every other shot is trimmed at its start, so its first visible frame is not its
+first frame. The dialogues are sine WAVs of different lengths, each starting a frame after its
+shot and ending inside it.
+
+The oracles for a placed result are ffprobe's (its frames and rate, the dialogue's length),
+never the extension's own measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+from types import ModuleType
+from typing import Any
+
+import bpy
+import sample_media
+from sample_media import Footage
+
+SCENE_FPS = 25
+SHOT_GAP = 80  # frames between shot starts: more than any shot lasts at any rate
+DIALOGUE_CHANNEL = 1
+SHOT_CHANNEL = 2
+TRIM = 2  # source frames hidden at the start of every odd shot
+# Mixed sizes (landscape, portrait, square, odd broadcast ones) and rates (NTSC's too), ~0.8 s each.
+SHOTS = (
+    Footage("shot00_640x360_25", (640, 360), "25", 20),
+    Footage("shot01_1280x720_2997", (1280, 720), "30000/1001", 24),
+    Footage("shot02_1080x1920_30", (1080, 1920), "30", 24),
+    Footage("shot03_1920x1080_23976", (1920, 1080), "24000/1001", 19),
+    Footage("shot04_320x240_24", (320, 240), "24", 19),
+    Footage("shot05_480x270_50", (480, 270), "50", 40),
+    Footage("shot06_360x640_25", (360, 640), "25", 20),
+    Footage("shot07_854x480_5994", (854, 480), "60000/1001", 48),
+    Footage("shot08_400x400_15", (400, 400), "15", 12),
+    Footage("shot09_720x576_25", (720, 576), "25", 20),
+    Footage("shot10_256x144_48", (256, 144), "48", 38),
+    Footage("shot11_1024x576_12", (1024, 576), "12", 10),
+)
+
+
+def shot_name(index: int) -> str:
+    return f"Shot {index:02d}"
+
+
+def line_name(index: int) -> str:
+    return f"Line {index:02d}"
+
+
+def dialogue_seconds(index: int) -> float:
+    return round(0.4 + 0.02 * index, 2)  # shorter than every shot's visible part, each its own length
+
+
+def make_media(folder: pathlib.Path) -> list[dict[str, str]]:
+    """Per shot, its movie and its dialogue (as plain paths: a child session gets them as JSON)."""
+    return [{"movie": str(sample_media.make_footage(clip, folder)),
+             "line": str(sample_media.write_sine_wav(folder / f"line{index:02d}.wav", dialogue_seconds(index)))}
+            for index, clip in enumerate(SHOTS)]
+
+
+def build_edit(compat: ModuleType, media: list[dict[str, str]], name: str = "Batch edit") -> bpy.types.Scene:
+    """The edit in a new scene shown in the window, with the twelve shots selected."""
+    import sound_strips
+
+    scene = bpy.data.scenes.new(name)
+    compat.set_scene_fps(scene, SCENE_FPS)
+    bpy.context.window.scene = scene
+    compat.ensure_editor(scene)
+    for index, files in enumerate(media):
+        start = 1 + index * SHOT_GAP
+        strip = compat.new_movie(scene, shot_name(index), files["movie"], channel=SHOT_CHANNEL, frame_start=start)
+        if index % 2:
+            strip.frame_offset_start = TRIM
+        sound_strips.add_sound_strip(compat, scene, line_name(index), pathlib.Path(files["line"]),
+                                     channel=DIALOGUE_CHANNEL, frame_start=strip.frame_final_start + 1)
+    for strip in compat.all_strips(scene):
+        strip.select = strip.name.startswith("Shot")
+    scene.frame_start, scene.frame_end = 1, len(media) * SHOT_GAP
+    scene.talking_face.regenerate = True  # every run pays for its own jobs: nothing reused from another
+    return scene
+
+
+def probe_seconds(path: str, stream: str) -> float:
+    """ffprobe's duration of the first ``stream`` ("v" or "a") of a file: frames ÷ rate for video."""
+    sample_media.require_ffmpeg()
+    entries = "stream=nb_read_frames,r_frame_rate" if stream == "v" else "stream=duration"
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", f"{stream}:0", "-count_frames",
+                           "-show_entries", entries, "-of", "json", path],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"ffprobe {path} failed: {done.stderr}"
+    [found] = json.loads(done.stdout)["streams"]
+    if stream == "a":
+        return float(found["duration"])
+    numerator, _, denominator = found["r_frame_rate"].partition("/")
+    return int(found["nb_read_frames"]) * int(denominator or 1) / int(numerator)
+
+
+def placed_facts(compat: ModuleType, scene: bpy.types.Scene) -> dict[str, dict[str, Any]]:
+    """Per job id, what the timeline shows of its result: for the movie and the sound strip, start,
+    length, channel and file; plus the source it was placed above (as plain data, for a child's report)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for strip in compat.all_strips(scene):
+        job_id = strip.get("talking_face_job")
+        if not job_id:
+            continue
+        kind = "movie" if compat.is_movie(strip) else "sound"
+        owner = strip if kind == "movie" else strip.sound
+        facts.setdefault(job_id, {"movie": [], "sound": []})[kind].append({
+            "start": strip.frame_final_start, "length": strip.frame_final_duration, "channel": strip.channel,
+            "file": bpy.path.abspath(owner.filepath)})
+    return facts
+
+
+def shots_on_timeline(compat: ModuleType, scene: bpy.types.Scene) -> dict[str, dict[str, int]]:
+    return {strip.name: {"start": strip.frame_final_start, "channel": strip.channel}
+            for strip in compat.all_strips(scene) if strip.name.startswith("Shot")}
+
+
+def in_sync_problems(placed: dict[str, Any], shot: dict[str, int], fps: float = SCENE_FPS) -> list[str]:
+    """What is off in one job's placed result (an empty list: one movie and one sound, in sync)."""
+    problems = []
+    if len(placed["movie"]) != 1 or len(placed["sound"]) != 1:
+        return [f"{len(placed['movie'])} movie and {len(placed['sound'])} sound strips, not one of each"]
+    [movie], [sound] = placed["movie"], placed["sound"]
+    if movie["channel"] <= shot["channel"]:
+        problems.append(f"the result is on channel {movie['channel']}, not above its shot's {shot['channel']}")
+    if movie["start"] != shot["start"] or sound["start"] != shot["start"]:
+        problems.append(f"starts {movie['start']}/{sound['start']}, its shot's first visible frame is {shot['start']}")
+    picture = round(probe_seconds(movie["file"], "v") * fps)
+    if abs(movie["length"] - picture) > 1:
+        problems.append(f"the picture lasts {movie['length']} frames, its file {picture} at {fps} fps")
+    speech = round(probe_seconds(sound["file"], "a") * fps)
+    if abs(sound["length"] - speech) > 1:
+        problems.append(f"the sound lasts {sound['length']} frames, its file {speech} at {fps} fps")
+    return problems
