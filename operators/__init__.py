@@ -12,22 +12,30 @@ _CLASSES = jobs_ops.CLASSES + batch.CLASSES + takes.CLASSES
 
 @persistent
 def _resume_after_load(_filepath: str = "", *_args: object) -> None:
-    """Unfinished jobs of the file just opened continue by themselves (with a window)."""
+    """Unfinished jobs of the file just opened continue by themselves (with a window).
+
+    So do results placed by a session that ended before saving the file (``lost_placements``):
+    they are placed again, even offline.
+    """
+    active = controller.get_controller()
+    active.forget_unsaved_placements()
     if bpy.app.background:
         return  # pipelines call bpy.ops.sequencer.talking_face_resume() when they want it
-    active = controller.get_controller()
     active.reload()
     if active.jobs_owned_elsewhere():  # shown as running elsewhere, taken over if that Blender goes
         jobs_ops.ensure_monitor()
-    if active.unfinished_jobs() and job_setup.network_blocking_reason() is None:
+    if active.lost_placements() or (active.unfinished_jobs() and job_setup.network_blocking_reason() is None):
         # Work that may start jobs waits for the next idle moment, outside the file-loading handler.
         bpy.app.timers.register(_resume_now, first_interval=0.1)
 
 
 def _resume_now() -> None:
+    active = controller.get_controller()
     if job_setup.network_blocking_reason() is None:
-        controller.get_controller().resume(job_setup.credentials())
+        active.resume(job_setup.credentials())
         jobs_ops.ensure_monitor()
+    else:
+        active.place_lost()
 
 
 _path_before_save = [""]
@@ -45,8 +53,10 @@ def _remember_path_before_save(filepath: str = "", *_args: object) -> None:
 
 @persistent
 def _adopt_jobs_after_save(*_args: object) -> None:
+    active = controller.get_controller()
     if _path_before_save[0] != bpy.data.filepath:
-        controller.get_controller().adopt_saved_file(_path_before_save[0], bpy.data.filepath)
+        active.adopt_saved_file(_path_before_save[0], bpy.data.filepath)
+    active.placements_saved(_path_before_save[0], bpy.data.filepath)
 
 
 _HANDLERS = (

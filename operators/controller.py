@@ -49,7 +49,7 @@ from ..newport_api.errors import NewportError
 from ..newport_api.http import Timeouts, check_base_url
 from ..newport_api.ownership import HOST, OwnerInfo
 from ..newport_api.sockets import sigpipe_blocked
-from . import media, placement
+from . import compat, media, placement
 from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
 
 ADDON_PACKAGE = __package__.rpartition(".")[0]
@@ -61,6 +61,10 @@ DEFAULT_PARALLEL_JOBS = 3
 WAITING_MESSAGE = "Waiting in the queue"
 PAUSED_KEY = "queue_paused"  # in a record's owner data: held by Pause until Resume (saved: survives a reopen)
 PAUSED_MESSAGE = "Waiting: the queue is paused"
+# Owner key of a placed result: the .blend whose save held its strips ("" until a save did). A result
+# placed by a session that ended before saving (killed, closed without saving) is missing from the file
+# while its record says done; one that a save held and that is missing now was removed by the artist.
+PLACEMENT_SAVED = "placement_saved"
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class JobController:
         self._stored_stamps: dict[str, tuple[int, int, int]] = {}  # watched job id → its file when last read
         self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
         self._last_watch = 0.0  # when the monitor last looked for jobs another Blender left behind
+        self._placed_unsaved: dict[str, str] = {}  # job id → the .blend it was placed in, until that is saved
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
         self._open_batches: set[str] = set()  # batches with jobs queued or running here: announced when they end
         self._batch_check_due = False  # a job ended outside the events (a cancel): look at open batches
@@ -591,9 +596,55 @@ class JobController:
                 f"({error}) — add it from the file browser."))
         else:
             record.owner["imported_strips"] = names
+            record.owner[PLACEMENT_SAVED] = ""
+            self._placed_unsaved[record.job_id] = bpy.data.filepath
             record.set_phase(Phase.DONE, "Placed on the timeline")
         self.store.save(record)
         self.views[record.job_id] = record
+
+    def placements_saved(self, old_path: str, new_path: str) -> None:
+        """After a save: the results placed in the file since its last save are in ``new_path`` now."""
+        placed, self._placed_unsaved = self._placed_unsaved, {}  # others were placed in a file closed unsaved
+        for job_id, placed_in in placed.items():
+            record = self.views.get(job_id)
+            if placed_in == old_path and record is not None and record.phase == Phase.DONE:
+                record.owner[PLACEMENT_SAVED] = new_path
+                self.store.save(record)
+
+    def forget_unsaved_placements(self) -> None:
+        """Another file was opened: what was placed since the last save is gone with the closed one."""
+        self._placed_unsaved.clear()
+
+    def lost_placements(self, blend_file: str | None = None) -> list[JobRecord]:
+        """Done jobs of the open (saved) file whose strips no save held and that are missing from it.
+
+        Placed by a session that ended before saving the file (e.g. killed mid-batch): placed again by
+        ``resume``.  A result removed by the artist after a save held it is not lost, nor is one this
+        session placed (the artist may have removed it since), nor one whose scene or sources are gone.
+        """
+        blend_file = bpy.data.filepath if blend_file is None else blend_file
+        if not blend_file:
+            return []  # an unsaved session's results were never in a file
+        return [record for record in self.views.values()
+                if record.phase == Phase.DONE and record.owner.get("blend_file", "") == blend_file
+                and PLACEMENT_SAVED in record.owner and record.owner[PLACEMENT_SAVED] != blend_file
+                and record.job_id not in self._placed_unsaved and os.path.isfile(record.output_path)
+                and _missing_with_its_sources_present(record)]
+
+    def place_lost(self, job_id: str = "") -> list[JobRecord]:
+        """Place again the results ``lost_placements`` finds (or just ``job_id``'s), each once."""
+        placed = []
+        for candidate in self.lost_placements():
+            if job_id and candidate.job_id != job_id:
+                continue
+            record = self._claim_latest(candidate)
+            if record is None:
+                continue  # another Blender holds it
+            if record.phase == Phase.DONE and _missing_with_its_sources_present(record):
+                self._place_claimed(record)
+                placed.append(record)
+            self.store.release(record.job_id)
+        return placed
 
     def _belongs_to_open_file(self, record: JobRecord) -> bool:
         return record.owner.get("blend_file", "") == bpy.data.filepath
@@ -649,7 +700,7 @@ class JobController:
                log: Callable[[str], None] = print) -> list[JobRecord]:
         """Continue every unfinished job of the open file (or just ``job_id``) from its recorded phase."""
         self.reload()
-        resumed = []
+        resumed = self.place_lost(job_id)
         given = credentials
         for candidate in self.unfinished_jobs():
             if job_id and candidate.job_id != job_id:
@@ -842,6 +893,17 @@ def announce_batch_end(batch: str, summary: BatchSummary) -> None:
         batch.report_batch_end(f"Talking Face: {summary.text()}", level)
     except (AttributeError, RuntimeError) as error:  # unregistered mid-way: the terminal has it
         print(f"Talking Face: could not report the batch's end in Blender ({error}).", flush=True)
+
+
+def _missing_with_its_sources_present(record: JobRecord) -> bool:
+    """No strip of the job is in its scene, and the scene and source strips to place it above are."""
+    owner = record.owner
+    scene = bpy.data.scenes.get(owner.get("scene", ""))
+    if scene is None or scene.sequence_editor is None or placement.find_imported(scene, record.job_id):
+        return False
+    strips = compat.all_strips(scene)
+    return all(strips.get(name) is not None
+               for name in (owner.get("source_strip", ""), *owner.get("source_strips", ())))
 
 
 def preferred_parallel_jobs() -> int:

@@ -25,6 +25,11 @@ flushed at once, so the parent can act (SIGKILL, fault changes) the moment it re
   (``TF elsewhere``) and the state after a few ticks (``TF ticked``): take it over when
   its owner is gone (``TF took_over``, then tick to the end), or see it finish elsewhere;
   resume once more and report the strips (``TF settled``).
+* ``batch``: issue 11's twelve-shot edit (``batch_edit.py``; the media from ``--shots``, a
+  JSON list) saved, then ``talking_face_batch(mode="ASYNC")`` ticked as the monitor does,
+  printing ``TF placed <n>`` as results land. Once ``--save-at`` are placed it removes the
+  first one's strips (as an artist would) and saves (``TF saved``); it then ticks until the
+  parent kills it. ``resume`` finishes the batch in the next session.
 
 Nothing here imports the repo's own packages: the extension is the installed zip.
 """
@@ -32,6 +37,7 @@ Nothing here imports the repo's own packages: the extension is the installed zip
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -42,6 +48,7 @@ from pathlib import Path
 import bpy
 
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
+faulthandler.enable()  # a crash in a session shows where it happened in the output the parent prints
 TICK_SECONDS = 0.02
 WATCH_TICKS_REPORTED = 10  # contend: the state after this many ticks of watching is printed
 
@@ -223,6 +230,44 @@ def resume(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- batch ---------------------------------------------------------------------------------------------
+
+def batch(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).parent))  # batch_edit and the media helpers it uses
+    import batch_edit
+
+    ext = extension()
+    configure(args.base_url)
+    bpy.context.preferences.addons[EXTENSION_MODULE].preferences.max_parallel_jobs = 3
+    scene = batch_edit.build_edit(ext.operators.compat, json.loads(Path(args.shots).read_text()))
+    bpy.ops.wm.save_as_mainfile(filepath=args.blend)
+    active = controller(ext)
+    say("store", str(active.store.directory))
+    assert bpy.ops.sequencer.talking_face_batch(audio="OVERLAP", audio_channel=1, mode="ASYNC") == {"FINISHED"}
+    jobs = [record.job_id for record in active.jobs_for_file()]
+    say("jobs", jobs)
+    deadline = time.monotonic() + args.timeout
+    placed: list[str] = []
+    saved = False
+    while time.monotonic() < deadline:
+        active.tick()
+        now_placed = [job_id for job_id in jobs if active.views[job_id].phase.value == "done"]
+        if len(now_placed) != len(placed):
+            placed = now_placed
+            say("placed", len(placed))
+        if not saved and len(placed) >= args.save_at:
+            saved = True
+            removed = placed[0]
+            strips = ext.operators.compat.strips(scene)
+            for strip in [strip for strip in strips if strip.get("talking_face_job") == removed]:
+                strips.remove(strip)
+            bpy.ops.wm.save_mainfile()
+            say("saved", {"placed": placed, "removed": removed})
+        time.sleep(TICK_SECONDS)
+    say("timeout", len(placed))
+    return 3
+
+
 # -- contend -------------------------------------------------------------------------------------------
 
 def contend(args: argparse.Namespace) -> int:
@@ -270,7 +315,7 @@ def ownership_state(ext, active, job_id: str) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=("start", "resume", "contend"))
+    parser.add_argument("command", choices=("start", "resume", "contend", "batch"))
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--blend", default="", help="the project file; empty: never saved")
     parser.add_argument("--movie", default="")
@@ -283,9 +328,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--job", default="", help="contend: the job id to watch")
     parser.add_argument("--go", default="", help="contend: resume once this file exists")
     parser.add_argument("--try-cancel", action="store_true", help="contend: cancel the job after resuming")
+    parser.add_argument("--shots", default="", help="batch: a JSON file of the shots' media")
+    parser.add_argument("--save-at", type=int, default=2, help="batch: save once this many results are placed")
     args = parser.parse_args(argv)
     assert os.environ.get("BLENDER_USER_RESOURCES"), "the parent must give each test its own user folder"
-    return {"start": start, "resume": resume, "contend": contend}[args.command](args)
+    return {"start": start, "resume": resume, "contend": contend, "batch": batch}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -220,6 +220,10 @@ class Project:
             args += ["--then", then, "--at", at, "--then-after", str(then_after)]
         return self._spawn("start", args)
 
+    def batch(self, shots: pathlib.Path, save_at: int) -> Child:
+        return self._spawn("batch", ["batch", "--blend", str(self.blend), "--shots", str(shots),
+                                     "--save-at", str(save_at), "--timeout", str(CHILD_SECONDS)])
+
     def resume(self, *, saved: bool = True) -> Child:
         child = self._spawn("resume", ["resume", *(["--blend", str(self.blend)] if saved else [])])
         assert child.finish() == 0, child.output()
@@ -487,3 +491,79 @@ def test_disable_or_quit_with_a_job_running_keeps_it_resumable(project, sandbox_
         resumed = session.resume()
         assert_imported_once(resumed, job_id, media["movie"], record["task_id"])
         assert sandbox.count("submit") == 1
+
+
+# -- 4. SIGKILL mid-batch, then reopen the file ------------------------------------------------------------
+
+BATCH_SAVE_AT = 2  # results placed when the killed session saves (and the first is removed)
+BATCH_KILL_AFTER = 5  # results placed (and not saved) before the queue is held and the session killed
+PARALLEL = 3  # the child's max_parallel_jobs
+IN_FLIGHT = ("uploading", "submitting", "downloading", "downloaded")
+
+
+@pytest.fixture(scope="module")
+def batch_media(extension: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    import batch_edit
+
+    folder = tmp_path_factory.mktemp("batch_recovery_media")
+    listing = folder / "shots.json"
+    listing.write_text(json.dumps(batch_edit.make_media(folder)))
+    return listing
+
+
+def held_mid_batch(session: Project, jobs: list[str]) -> dict[str, dict[str, Any]] | None:
+    """The stored records once the held queue stands still (None before): every slot polls a task the
+    sandbox keeps queued, so no slot frees and nothing else moves; no transfer is cut by the kill."""
+    records = {job_id: session.record(job_id) for job_id in jobs}
+    phases = [record["phase"] for record in records.values()]
+    waiting = [record for record in records.values() if record["phase"] == "pending"]
+    polling = [record for record in records.values() if record["phase"] in ("queued", "processing")]
+    if any(phase in IN_FLIGHT for phase in phases) or any(not record["task_id"] for record in polling):
+        return None
+    if any(record["message"] != "Waiting in the queue" for record in waiting):
+        return None  # a preparation (cut) still running would start a transfer
+    return records if len(polling) == PARALLEL or not waiting else None
+
+
+def test_killed_mid_batch_the_reopened_file_finishes_it_without_duplicates(project, sandbox_type, batch_media):
+    """Placed-and-saved, placed-but-unsaved, submitted and waiting shots at the kill: the next session
+    places the unsaved ones again, polls the submitted tasks, runs the waiting ones, each exactly once;
+    a result the artist removed before a save stays removed."""
+    import batch_edit
+
+    with sandbox_type(processing_seconds=0.3) as sandbox:
+        session = project(sandbox)
+        child = session.batch(batch_media, BATCH_SAVE_AT)
+        jobs = child.expect("jobs")
+        assert len(jobs) == len(batch_edit.SHOTS)
+        saved = child.expect("saved")
+        child.expect("placed", lambda count: count >= BATCH_KILL_AFTER)
+        sandbox.inject("poll", "status0", None)  # hold the queue: the running tasks stay queued
+        wait_for(lambda: held_mid_batch(session, jobs) is not None, CHILD_SECONDS, "the batch's queue to stand still")
+        held = held_mid_batch(session, jobs)
+        child.kill()
+        at_kill = {job_id: session.record(job_id) for job_id in jobs}
+        assert {job_id: record["phase"] for job_id, record in at_kill.items()} == {
+            job_id: record["phase"] for job_id, record in held.items()}, "nothing moved before the kill"
+        done = {job_id for job_id, record in at_kill.items() if record["phase"] == "done"}
+        unsaved = done - set(saved["placed"])
+        submitted = {job_id for job_id, record in at_kill.items() if record["phase"] in ("queued", "processing")}
+        waiting = {job_id for job_id, record in at_kill.items() if record["phase"] == "pending"}
+        assert unsaved and submitted and waiting, f"placed unsaved {unsaved}, submitted {submitted}, waiting {waiting}"
+        assert done | submitted | waiting == set(jobs)
+        submits = sandbox.count("submit")
+        assert submits == len(done) + len(submitted)
+
+        sandbox.clear_faults()
+        resumed = session.resume()
+        assert sandbox.count("submit") == len(batch_edit.SHOTS), "no shot was submitted twice"
+        removed = saved["removed"]
+        for stage in ("resumed", "reopened"):
+            outcome = resumed.value(stage)["jobs"]
+            assert sorted(outcome) == sorted(jobs), resumed.output()
+            assert {job_id: job["phase"] for job_id, job in outcome.items() if job["phase"] != "done"} == {}
+            movies = {job_id: len(movie_strips(resumed.value(stage), job_id)) for job_id in jobs}
+            assert movies == {job_id: 0 if job_id == removed else 1 for job_id in jobs}, (
+                f"{stage}: each shot placed exactly once; the one removed before a save stays removed")
+        for job_id in submitted:
+            assert resumed.value("resumed")["jobs"][job_id]["task_id"] == at_kill[job_id]["task_id"]
