@@ -18,7 +18,8 @@ from pathlib import Path
 from common import COMMANDS, REPO_ROOT, Row
 
 HEADER = ("what", "ours", "reference", "ratio", "goal", "met?")
-MODULES = ("tick_cost.py", "transfer.py", "prepare_cut.py", "end_to_end.py", "polling.py")  # rows 1 to 5
+MODULES = ("tick_cost.py", "transfer.py", "prepare_cut.py", "end_to_end.py", "polling.py",
+           "batch_scale.py")  # rows 1 to 6
 
 
 def first_line(command: Sequence[str]) -> str:

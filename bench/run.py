@@ -10,6 +10,7 @@ cached inputs, and measures:
 3. ``prepare_cut``  10 s and 60 s cuts at 1080p, prepare_video vs ffmpeg
 4. ``end_to_end``   Generate to strip for ~100 MiB, minus curl's raw transfer time
 5. ``polling``      requests per job-minute while processing (runs alongside the rest)
+6. ``batch``        a 500-shot talking_face_batch vs the command line's batch; submits, memory growth
 
 Everything talks to sandboxes on 127.0.0.1 only.  ``--only`` runs some rows and
 prints them without writing BENCHMARKS.md (which always holds a complete run).
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import batch_scale
 import end_to_end
 import fixtures
 import polling
@@ -35,7 +37,8 @@ import transfer
 from common import LOOPBACK_ONLY, REPO_ROOT, BenchError, Row, say
 from setup_tools import ensure_tools
 
-ROWS = ("tick", "transfer", "prepare", "e2e", "poll")
+ROWS = ("tick", "transfer", "prepare", "e2e", "poll", "batch")
+NO_FIXTURES = {"poll", "batch"}  # rows that make their own inputs (the cached ones take minutes the first time)
 COMMAND = "python3 tools/dev.py bench"
 
 
@@ -56,7 +59,7 @@ def measured(name: str, measure: Callable[[], list[Row]]) -> list[Row]:
 
 
 def run(selected: list[str], work: Path) -> list[Row]:
-    inputs = fixtures.prepare()
+    inputs = fixtures.prepare() if set(selected) - NO_FIXTURES else None
     probe = polling.PollingProbe().start() if "poll" in selected else None
     steps: dict[str, Callable[[], list[Row]]] = {
         "tick": lambda: tick_cost.measure(inputs.e2e_clip, inputs.line_wav),
@@ -67,6 +70,8 @@ def run(selected: list[str], work: Path) -> list[Row]:
     rows = [row for name in ROWS if name in steps and name in selected for row in measured(name, steps[name])]
     if probe is not None:
         rows += measured("poll", probe.finish)
+    if "batch" in selected:  # after the polling probe: its 500 jobs would crowd the probe's sandbox
+        rows += measured("batch", lambda: batch_scale.measure(work))
     return rows
 
 
