@@ -34,8 +34,22 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from common import (API_KEY, REPO_ROOT, BenchError, Child, Row, child_env, display_command, memory_kib,
-                    ratio_text, remember, reset_peak, say, serve_requests, settle_disk)
+from common import (
+    API_KEY,
+    REPO_ROOT,
+    BenchError,
+    Child,
+    Row,
+    child_env,
+    display_command,
+    memory_kib,
+    ratio_text,
+    remember,
+    reset_peak,
+    say,
+    serve_requests,
+    settle_disk,
+)
 
 SHOTS = 500
 SHOT_FRAMES = 10  # at 25 fps: 0.4 s
