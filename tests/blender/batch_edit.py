@@ -20,41 +20,21 @@ from types import ModuleType
 from typing import Any
 
 import bpy
+import edit_shots
 import sample_media
+from edit_shots import (
+    DIALOGUE_CHANNEL,
+    SCENE_FPS,
+    SHOT_CHANNEL,
+    dialogue_seconds,
+    line_name,
+    shot_name,
+    shot_start,
+)
 from sample_media import Footage
 
-SCENE_FPS = 25
-SHOT_GAP = 80  # frames between shot starts: more than any shot lasts at any rate
-DIALOGUE_CHANNEL = 1
-SHOT_CHANNEL = 2
 TRIM = 2  # source frames hidden at the start of every odd shot
-# Mixed sizes (landscape, portrait, square, odd broadcast ones) and rates (NTSC's too), ~0.8 s each.
-SHOTS = (
-    Footage("shot00_640x360_25", (640, 360), "25", 20),
-    Footage("shot01_1280x720_2997", (1280, 720), "30000/1001", 24),
-    Footage("shot02_1080x1920_30", (1080, 1920), "30", 24),
-    Footage("shot03_1920x1080_23976", (1920, 1080), "24000/1001", 19),
-    Footage("shot04_320x240_24", (320, 240), "24", 19),
-    Footage("shot05_480x270_50", (480, 270), "50", 40),
-    Footage("shot06_360x640_25", (360, 640), "25", 20),
-    Footage("shot07_854x480_5994", (854, 480), "60000/1001", 48),
-    Footage("shot08_400x400_15", (400, 400), "15", 12),
-    Footage("shot09_720x576_25", (720, 576), "25", 20),
-    Footage("shot10_256x144_48", (256, 144), "48", 38),
-    Footage("shot11_1024x576_12", (1024, 576), "12", 10),
-)
-
-
-def shot_name(index: int) -> str:
-    return f"Shot {index:02d}"
-
-
-def line_name(index: int) -> str:
-    return f"Line {index:02d}"
-
-
-def dialogue_seconds(index: int) -> float:
-    return round(0.4 + 0.02 * index, 2)  # shorter than every shot's visible part, each its own length
+SHOTS = tuple(Footage(name, size, rate, frames) for name, size, rate, frames in edit_shots.SHOTS)
 
 
 def make_media(folder: pathlib.Path) -> list[dict[str, str]]:
@@ -73,15 +53,15 @@ def build_edit(compat: ModuleType, media: list[dict[str, str]], name: str = "Bat
     bpy.context.window.scene = scene
     compat.ensure_editor(scene)
     for index, files in enumerate(media):
-        start = 1 + index * SHOT_GAP
-        strip = compat.new_movie(scene, shot_name(index), files["movie"], channel=SHOT_CHANNEL, frame_start=start)
+        strip = compat.new_movie(scene, shot_name(index), files["movie"], channel=SHOT_CHANNEL,
+                                 frame_start=shot_start(index))
         if index % 2:
             strip.frame_offset_start = TRIM
         sound_strips.add_sound_strip(compat, scene, line_name(index), pathlib.Path(files["line"]),
                                      channel=DIALOGUE_CHANNEL, frame_start=strip.frame_final_start + 1)
     for strip in compat.all_strips(scene):
         strip.select = strip.name.startswith("Shot")
-    scene.frame_start, scene.frame_end = 1, len(media) * SHOT_GAP
+    scene.frame_start, scene.frame_end = 1, shot_start(len(media))
     scene.talking_face.regenerate = True  # every run pays for its own jobs: nothing reused from another
     return scene
 
