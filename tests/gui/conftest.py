@@ -145,6 +145,8 @@ class GuiBlender:
         """SIGKILL the whole session (xvfb-run, Xvfb, Blender): a crash, as far as Blender can tell."""
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        # A killed session writes no facts: keep the screenshots it took (those of the test so far).
+        keep_screenshots({"screenshots": [str(path) for path in sorted((self.folder / "shots").glob("*.png"))]})
 
     def signal(self, name: str) -> None:
         """Tell the scenario to go on (it waits with ``gui_driver.received(name)``)."""
