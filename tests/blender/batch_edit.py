@@ -13,6 +13,7 @@ never the extension's own measurements.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -37,11 +38,21 @@ TRIM = 2  # source frames hidden at the start of every odd shot
 SHOTS = tuple(Footage(name, size, rate, frames) for name, size, rate, frames in edit_shots.SHOTS)
 
 
-def make_media(folder: pathlib.Path) -> list[dict[str, str]]:
-    """Per shot, its movie and its dialogue (as plain paths: a child session gets them as JSON)."""
+def make_media(folder: pathlib.Path, *, at_scene_rate: bool = False) -> list[dict[str, str]]:
+    """Per shot, its movie and its dialogue (as plain paths: a child session gets them as JSON).
+
+    ``at_scene_rate``: the same sizes and lengths in seconds, all at the scene's rate. For the
+    sessions that place results from the monitor's tick while workers run: there, headless,
+    ``movie_strip_add`` (how a result of another rate is placed) sometimes crashes bpy 4.2 and
+    5.0 (a segfault inside the operator; test_batch.py saw it on 4.5), a placement matter those
+    tests are not about; the tests that run the batch in one go and the GUI lane place every rate.
+    """
+    clips = [dataclasses.replace(clip, name=f"{clip.name}_at_{SCENE_FPS}", rate=str(SCENE_FPS),
+                                 frames=round(clip.frames / clip.fps * SCENE_FPS)) for clip in SHOTS] \
+        if at_scene_rate else SHOTS
     return [{"movie": str(sample_media.make_footage(clip, folder)),
              "line": str(sample_media.write_sine_wav(folder / f"line{index:02d}.wav", dialogue_seconds(index)))}
-            for index, clip in enumerate(SHOTS)]
+            for index, clip in enumerate(clips)]
 
 
 def build_edit(compat: ModuleType, media: list[dict[str, str]], name: str = "Batch edit") -> bpy.types.Scene:
@@ -102,20 +113,26 @@ def shots_on_timeline(compat: ModuleType, scene: bpy.types.Scene) -> dict[str, d
             for strip in compat.all_strips(scene) if strip.name.startswith("Shot")}
 
 
-def in_sync_problems(placed: dict[str, Any], shot: dict[str, int], fps: float = SCENE_FPS) -> list[str]:
-    """What is off in one job's placed result (an empty list: one movie and one sound, in sync)."""
+def in_sync_problems(placed: dict[str, Any], shot: dict[str, int], *, with_sound: bool,
+                     fps: float = SCENE_FPS) -> list[str]:
+    """What is off in one job's placed result (an empty list: one movie, and one sound where the build
+    can add sound strips, in sync)."""
     problems = []
-    if len(placed["movie"]) != 1 or len(placed["sound"]) != 1:
-        return [f"{len(placed['movie'])} movie and {len(placed['sound'])} sound strips, not one of each"]
-    [movie], [sound] = placed["movie"], placed["sound"]
+    sounds = 1 if with_sound else 0  # Blender without Audaspace (the bpy 4.2 wheel) places no sound strip
+    if len(placed["movie"]) != 1 or len(placed["sound"]) != sounds:
+        return [f"{len(placed['movie'])} movie and {len(placed['sound'])} sound strips, not 1 and {sounds}"]
+    [movie] = placed["movie"]
     if movie["channel"] <= shot["channel"]:
         problems.append(f"the result is on channel {movie['channel']}, not above its shot's {shot['channel']}")
-    if movie["start"] != shot["start"] or sound["start"] != shot["start"]:
-        problems.append(f"starts {movie['start']}/{sound['start']}, its shot's first visible frame is {shot['start']}")
+    if movie["start"] != shot["start"]:
+        problems.append(f"starts on {movie['start']}, its shot's first visible frame is {shot['start']}")
     picture = round(probe_seconds(movie["file"], "v") * fps)
     if abs(movie["length"] - picture) > 1:
         problems.append(f"the picture lasts {movie['length']} frames, its file {picture} at {fps} fps")
-    speech = round(probe_seconds(sound["file"], "a") * fps)
-    if abs(sound["length"] - speech) > 1:
-        problems.append(f"the sound lasts {sound['length']} frames, its file {speech} at {fps} fps")
+    for sound in placed["sound"]:
+        if sound["start"] != shot["start"]:
+            problems.append(f"the sound starts on {sound['start']}, the picture on {shot['start']}")
+        speech = round(probe_seconds(sound["file"], "a") * fps)
+        if abs(sound["length"] - speech) > 1:
+            problems.append(f"the sound lasts {sound['length']} frames, its file {speech} at {fps} fps")
     return problems

@@ -507,7 +507,7 @@ def batch_media(extension: ModuleType, tmp_path_factory: pytest.TempPathFactory)
 
     folder = tmp_path_factory.mktemp("batch_recovery_media")
     listing = folder / "shots.json"
-    listing.write_text(json.dumps(batch_edit.make_media(folder)))
+    listing.write_text(json.dumps(batch_edit.make_media(folder, at_scene_rate=True)))  # see its docstring
     return listing
 
 
