@@ -1,4 +1,5 @@
-"""Issue 11's acceptance check in background mode: dub an edit of twelve shots of mixed sizes and rates.
+"""Issue 11's acceptance check in background mode: dub an edit of twelve shots of mixed sizes and rates,
+then New Take on two of them.
 
 Select the twelve shots (``batch_edit.SHOTS``), each with its dialogue overlapping it on
 channel 1, and run ``bpy.ops.sequencer.talking_face_batch`` against the sandbox. The
@@ -20,6 +21,7 @@ from newport_api.sandbox import Sandbox  # the source tree's: the artist's zip h
 
 EXTENSION_MODULE = "bl_ext.user_default.talking_face"
 API_KEY = "sk-batch-edit-test-5e1c9b"
+NEW_TAKES = (2, 7)  # shots given a second take: a portrait one and one at 59.94 fps
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,8 @@ def edit(extension: ModuleType, media, sandbox, tmp_path: pathlib.Path):
     preferences.api_key = ""
 
 
-def test_twelve_shots_of_mixed_sizes_and_rates_are_each_placed_above_themselves_in_sync(extension, edit, sandbox):
+def test_twelve_shots_of_mixed_sizes_and_rates_are_each_placed_above_themselves_in_sync_with_new_takes(
+        extension, edit, sandbox):
     compat = extension.operators.compat
     jobs = extension.operators.controller.get_controller()
     before = set(jobs.views)
@@ -73,5 +76,38 @@ def test_twelve_shots_of_mixed_sizes_and_rates_are_each_placed_above_themselves_
     assert trimmed.frame_final_start > trimmed.frame_start
 
     # ---- TAKES STEP ----
-    # To come with the takes branch: "New Take" on two of these shots gives each two takes
-    # (v001, v002) on the channels above it; switching takes mutes the other takes.
+    # New Take on two shots: each gets a second take above the first, playing; the first is muted.
+    settings = edit.talking_face
+    for index in NEW_TAKES:
+        settings.video_strip = batch_edit.shot_name(index)
+        settings.audio_source, settings.audio_strip = "STRIP", batch_edit.line_name(index)
+        assert bpy.ops.sequencer.talking_face_generate(new_take=True) == {"FINISHED"}
+    settings.video_strip = ""
+    assert sandbox.count("submit") == len(batch_edit.SHOTS) + len(NEW_TAKES), "a new take is paid for, once"
+    for index in range(len(batch_edit.SHOTS)):
+        expected = {1: "muted", 2: "playing"} if index in NEW_TAKES else {1: "playing"}
+        assert takes_seen(compat, edit, batch_edit.shot_name(index)) == expected
+    for index in NEW_TAKES:
+        name = batch_edit.shot_name(index)
+        first, second = (movie_of_take(compat, edit, name, number) for number in (1, 2))
+        assert second.channel > first.channel, "a new take lands above the earlier ones"
+        edit.sequence_editor.active_strip = second
+        assert bpy.ops.sequencer.talking_face_take(direction="NEXT") == {"FINISHED"}  # wraps to the first
+        assert takes_seen(compat, edit, name) == {1: "playing", 2: "muted"}
+
+
+def takes_seen(compat: ModuleType, scene, source: str) -> dict[int, str]:
+    """Each take of ``source`` on the timeline: "playing", "muted", or "mixed" when its picture and sound
+    disagree (read from the strips' own properties and mute flags)."""
+    states: dict[int, set[bool]] = {}
+    for strip in compat.all_strips(scene):
+        if strip.get("talking_face_source") == source and strip.get("talking_face_take") is not None:
+            states.setdefault(int(strip["talking_face_take"]), set()).add(strip.mute)
+    return {number: "mixed" if len(mutes) > 1 else "muted" if mutes == {True} else "playing"
+            for number, mutes in sorted(states.items())}
+
+
+def movie_of_take(compat: ModuleType, scene, source: str, number: int):
+    [movie] = [strip for strip in compat.all_strips(scene) if compat.is_movie(strip)
+               and strip.get("talking_face_source") == source and strip.get("talking_face_take") == number]
+    return movie
