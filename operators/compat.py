@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -288,3 +291,28 @@ def no_proxy_job_when_headless() -> Iterator[None]:
         yield
     finally:
         system.sequencer_proxy_setup = previous
+
+
+# The threads that run a job's Python (newport_api.worker, operators.preparation); not the
+# store's heartbeat or a key check, which never end while Blender runs.
+_JOB_THREAD_NAME = re.compile(r"talking-face-(prepare-)?[0-9a-f]{8}")
+JOB_THREADS_WAIT_SECONDS = 300.0
+
+
+def wait_for_job_threads_when_headless(timeout: float = JOB_THREADS_WAIT_SECONDS) -> None:
+    """In background mode, let the running jobs' threads end before an operator call with a context override.
+
+    During such a call Blender (Python 3.11 builds) reads the overridden context members
+    with the GIL released, taking it back only when no other thread holds it: a job thread
+    running Python at that moment crashed bpy 4.2 and 5.0 inside ``movie_strip_add`` (a
+    segfault in ``PyDict_GetItem`` from ``BPY_context_member_get``), when a result of another
+    rate was placed while other shots uploaded. Headless, job threads end on their own and
+    nobody waits on the tick, so waiting costs only throughput; ``timeout`` bounds it for a
+    job held up by its service. With a window nothing waits: the main thread must stay free.
+    """
+    if not bpy.app.background:
+        return
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and _JOB_THREAD_NAME.fullmatch(thread.name):
+            thread.join(max(0.0, deadline - time.monotonic()))

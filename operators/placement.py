@@ -184,6 +184,7 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     short by that trim.
     """
     before = {strip.as_pointer() for strip in compat.all_strips(scene)}
+    compat.wait_for_job_threads_when_headless()
     try:
         with compat.sequencer_context_override(scene), compat.no_proxy_job_when_headless():
             result = bpy.ops.sequencer.movie_strip_add(

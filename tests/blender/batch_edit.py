@@ -42,10 +42,11 @@ def make_media(folder: pathlib.Path, *, at_scene_rate: bool = False) -> list[dic
     """Per shot, its movie and its dialogue (as plain paths: a child session gets them as JSON).
 
     ``at_scene_rate``: the same sizes and lengths in seconds, all at the scene's rate. For the
-    sessions that place results from the monitor's tick while workers run: there, headless,
-    ``movie_strip_add`` (how a result of another rate is placed) sometimes crashes bpy 4.2 and
-    5.0 (a segfault inside the operator; test_batch.py saw it on 4.5), a placement matter those
-    tests are not about; the tests that run the batch in one go and the GUI lane place every rate.
+    killed-batch session, whose queue the sandbox holds still: headless, a result of another rate
+    waits for the running jobs' threads before ``movie_strip_add`` places it (that operator crashed
+    bpy while they ran: ``compat.wait_for_job_threads_when_headless``), and a held queue would hold
+    those placements too. ``test_results_of_other_rates_placed_while_shots_upload_do_not_crash_blender``
+    and the GUI lane place every rate.
     """
     clips = [dataclasses.replace(clip, name=f"{clip.name}_at_{SCENE_FPS}", rate=str(SCENE_FPS),
                                  frames=round(clip.frames / clip.fps * SCENE_FPS)) for clip in SHOTS] \

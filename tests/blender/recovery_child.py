@@ -29,7 +29,7 @@ flushed at once, so the parent can act (SIGKILL, fault changes) the moment it re
   JSON list) saved, then ``talking_face_batch(mode="ASYNC")`` ticked as the monitor does,
   printing ``TF placed <n>`` as results land. Once ``--save-at`` are placed it removes the
   first one's strips (as an artist would) and saves (``TF saved``); it then ticks until the
-  parent kills it. ``resume`` finishes the batch in the next session.
+  parent kills it, or, with ``--until-done``, until every shot is placed (``TF all_placed``). ``resume`` finishes the batch in the next session.
 
 Nothing here imports the repo's own packages: the extension is the installed zip.
 """
@@ -255,6 +255,9 @@ def batch(args: argparse.Namespace) -> int:
         if len(now_placed) != len(placed):
             placed = now_placed
             say("placed", len(placed))
+        if args.until_done and len(placed) == len(jobs):
+            say("all_placed", len(compat_strips_of_jobs(ext, scene, jobs)))
+            return 0
         if not saved and len(placed) >= args.save_at:
             saved = True
             removed = placed[0]
@@ -266,6 +269,12 @@ def batch(args: argparse.Namespace) -> int:
         time.sleep(TICK_SECONDS)
     say("timeout", len(placed))
     return 3
+
+
+def compat_strips_of_jobs(ext, scene, jobs: list[str]) -> list[str]:
+    """The movie strips on the timeline that are results of ``jobs``."""
+    return [strip.name for strip in ext.operators.compat.strips(scene)
+            if strip.get("talking_face_job") in jobs and ext.operators.compat.is_movie(strip)]
 
 
 # -- contend -------------------------------------------------------------------------------------------
@@ -330,6 +339,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--try-cancel", action="store_true", help="contend: cancel the job after resuming")
     parser.add_argument("--shots", default="", help="batch: a JSON file of the shots' media")
     parser.add_argument("--save-at", type=int, default=2, help="batch: save once this many results are placed")
+    parser.add_argument("--until-done", action="store_true", help="batch: exit 0 once every shot is placed")
     args = parser.parse_args(argv)
     assert os.environ.get("BLENDER_USER_RESOURCES"), "the parent must give each test its own user folder"
     return {"start": start, "resume": resume, "contend": contend, "batch": batch}[args.command](args)
