@@ -142,7 +142,7 @@ class JobController:
         try:
             return self._run_claimed(record, credentials, log)
         finally:
-            self.store.release(record.job_id)
+            self._release_unless_placed_unsaved(record.job_id)
 
     def _run_claimed(self, record: JobRecord, credentials: Credentials,
                      log: Callable[[str], None]) -> JobRecord:
@@ -573,7 +573,7 @@ class JobController:
             self.store.release(record.job_id)
             return
         self._place_claimed(record)
-        self.store.release(record.job_id)  # done or failed: nothing is left to own
+        self._release_unless_placed_unsaved(record.job_id)
 
     def _place_claimed(self, record: JobRecord) -> None:
         from . import takes  # takes' operators build on job_setup, which builds on this module: a late import
@@ -610,10 +610,13 @@ class JobController:
             if placed_in == old_path and record is not None and record.phase == Phase.DONE:
                 record.owner[PLACEMENT_SAVED] = new_path
                 self.store.save(record)
+            self.store.release(job_id)
 
     def forget_unsaved_placements(self) -> None:
         """Another file was opened: what was placed since the last save is gone with the closed one."""
-        self._placed_unsaved.clear()
+        placed, self._placed_unsaved = self._placed_unsaved, {}
+        for job_id in placed:
+            self.store.release(job_id)
 
     def lost_placements(self, blend_file: str | None = None) -> list[JobRecord]:
         """Done jobs of the open (saved) file whose strips no save held and that are missing from it.
@@ -643,8 +646,18 @@ class JobController:
             if record.phase == Phase.DONE and _missing_with_its_sources_present(record):
                 self._place_claimed(record)
                 placed.append(record)
-            self.store.release(record.job_id)
+            self._release_unless_placed_unsaved(record.job_id)
         return placed
+
+    def _release_unless_placed_unsaved(self, job_id: str) -> None:
+        """Give up a job once placing it ended — but hold a result placed here until a save keeps it.
+
+        While this session holds it, another Blender on the same file does not take the result for
+        a lost placement (its copy of the file lacks the strips only because this one is unsaved);
+        if this session dies before saving, the OS lets the claim go and a reopen places it again.
+        """
+        if job_id not in self._placed_unsaved:
+            self.store.release(job_id)
 
     def _belongs_to_open_file(self, record: JobRecord) -> bool:
         return record.owner.get("blend_file", "") == bpy.data.filepath
@@ -742,8 +755,8 @@ class JobController:
         for record in self.store.load_all():
             if not self.is_running(record.job_id):
                 self.views[record.job_id] = record
-                if record.phase.finished:
-                    self.store.release(record.job_id)  # e.g. a cut that failed: nothing left to own
+                if record.phase.finished:  # e.g. a cut that failed: nothing left to own
+                    self._release_unless_placed_unsaved(record.job_id)
 
     # -- ownership across Blender processes --------------------------------------------
 

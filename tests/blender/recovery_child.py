@@ -304,6 +304,8 @@ def contend(args: argparse.Namespace) -> int:
         if active.store.load(args.job).phase.finished:
             report = run_resume()  # nothing left to do: must import nothing here
             say("settled", {**ownership_state(ext, active, args.job), "report": report})
+            while args.linger and not os.path.exists(args.linger) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the file stays open, unsaved, as an artist's Blender would
             return 0
         active.watching_other_blenders()  # what the monitor asks on each tick
         if active.take_over_abandoned(ext.operators.job_setup.credentials()):
@@ -337,6 +339,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--job", default="", help="contend: the job id to watch")
     parser.add_argument("--go", default="", help="contend: resume once this file exists")
     parser.add_argument("--try-cancel", action="store_true", help="contend: cancel the job after resuming")
+    parser.add_argument("--linger", default="", help="contend: once settled, stay open until this file exists")
     parser.add_argument("--shots", default="", help="batch: a JSON file of the shots' media")
     parser.add_argument("--save-at", type=int, default=2, help="batch: save once this many results are placed")
     parser.add_argument("--until-done", action="store_true", help="batch: exit 0 once every shot is placed")

@@ -24,10 +24,11 @@ project = test_recovery.project
 
 
 def contend(session: Project, job_id: str, *, saved: bool = True, go: pathlib.Path | None = None,
-            try_cancel: bool = False) -> Child:
+            try_cancel: bool = False, linger: pathlib.Path | None = None) -> Child:
     args = ["contend", "--job", job_id, "--timeout", str(CHILD_SECONDS)]
     args += ["--blend", str(session.blend)] if saved else []
     args += ["--try-cancel"] if try_cancel else []
+    args += ["--linger", str(linger)] if linger else []
     return session._spawn("contend", [*args, *(["--go", str(go)] if go else [])])
 
 
@@ -39,15 +40,19 @@ def owner_pid(session: Project, job_id: str) -> int | None:
         return None
 
 
-def two_sessions_on_a_queued_job(session: Project, sandbox: Sandbox) -> tuple[str, str, Child, Child]:
-    """The job queued with nobody running it; two sessions resume it at once: (job, task, owner, other)."""
+def two_sessions_on_a_queued_job(session: Project, sandbox: Sandbox, *, linger: pathlib.Path | None = None,
+                                 ) -> tuple[str, str, Child, Child]:
+    """The job queued with nobody running it; two sessions resume it at once: (job, task, owner, other).
+
+    With ``linger`` both stay open once the job has finished, until that file exists.
+    """
     child, job_id = killed_in(session, "queued")
     wait_for(lambda: sandbox.count("poll") >= 1, CHILD_SECONDS, "a poll answered 'queued'")
     child.kill()
     task_id = session.record(job_id)["task_id"]
     assert task_id and session.record(job_id)["phase"] == "queued"
     go = session.root / "go"
-    first, second = contend(session, job_id, go=go), contend(session, job_id, go=go)
+    first, second = (contend(session, job_id, go=go, linger=linger) for _ in range(2))
     for child in (first, second):
         child.expect("ready")
     go.touch()  # both resume at once: only the claim keeps the second one out
@@ -101,13 +106,17 @@ def test_the_owner_imports_the_result_and_the_other_session_never_does(project, 
     with Sandbox(processing_seconds=0.2) as sandbox:
         sandbox.inject("poll", "status0", None)
         session = project(sandbox)
-        job_id, task_id, owner, other = two_sessions_on_a_queued_job(session, sandbox)
+        quit_both = session.root / "quit"
+        job_id, task_id, owner, other = two_sessions_on_a_queued_job(session, sandbox, linger=quit_both)
         assert_shown_as_running_elsewhere(other, owner)
         sandbox.clear_faults()
         finished = owner.expect("resumed")  # the owner's resume returns once the job is placed
         assert finished["phase"] == "done", owner.output()
         assert len([strip for strip in finished["strips"] if strip["movie"]]) == 1
+        # The owner's placement is not saved yet: the other copy of the file lacks it, yet must not
+        # take it for a lost one (only a session that ended unsaved loses its placements).
         settled = other.expect("settled")
+        quit_both.touch()
         for child in (owner, other):
             assert child.finish() == 0, child.output()
             assert "Traceback" not in child.stderr(), child.output()
