@@ -19,6 +19,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -182,6 +183,25 @@ class JobStore:
                     claim.owner = replace(claim.owner, heartbeat=time.time())
                     with contextlib.suppress(OSError):  # a full disk must not end the claim
                         ownership.write_owner(self.owner_path_for(job_id), claim.owner)
+
+    @contextlib.contextmanager
+    def heartbeat_paused(self) -> Iterator[None]:
+        """No heartbeat thread runs inside the block; claims stay held (their owner files age a little).
+
+        For a caller that must be the only thread running Python for a moment (see ``compat``'s
+        notes on Blender's context overrides); the heartbeat starts again after it.
+        """
+        with self._lock:
+            thread, self._heartbeat = self._heartbeat, None
+            self._heartbeat_stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._claims:
+                    self._ensure_heartbeat()
 
     def _stop_heartbeat_if_idle(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ job over once its owner is gone (``take_over_abandoned``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -584,7 +585,8 @@ class JobController:
             if scene is None:
                 raise NewportError(f"The scene '{owner.get('scene')}' is gone; the result is saved at "
                                    f"{record.output_path} — add it from the file browser.")
-            names = takes.place_take(scene, record)  # the source's next take, above the earlier ones
+            with self._only_this_thread_runs_python():
+                names = takes.place_take(scene, record)  # the source's next take, above the earlier ones
         except NewportError as error:
             record.fail(error)
         except placement.PlacementError as error:
@@ -601,6 +603,12 @@ class JobController:
             record.set_phase(Phase.DONE, "Placed on the timeline")
         self.store.save(record)
         self.views[record.job_id] = record
+
+    def _only_this_thread_runs_python(self) -> contextlib.AbstractContextManager[None]:
+        """Headless, the store's heartbeat stops while a result is placed (see ``compat``'s
+        ``wait_for_job_threads_when_headless``: a thread running Python during ``movie_strip_add``
+        crashed Blender); a result placed here keeps its claim, hence the heartbeat, until a save."""
+        return self.store.heartbeat_paused() if bpy.app.background else contextlib.nullcontext()
 
     def placements_saved(self, old_path: str, new_path: str) -> None:
         """After a save: the results placed in the file since its last save are in ``new_path`` now."""

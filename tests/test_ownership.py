@@ -223,6 +223,23 @@ def test_the_heartbeat_keeps_the_owner_file_fresh(store_dir, monkeypatch):
     assert not beating.is_alive(), "the heartbeat thread stops (joined) once nothing is claimed"
 
 
+def test_while_the_heartbeat_is_paused_no_heartbeat_thread_runs_and_the_claim_holds(store_dir, monkeypatch):
+    monkeypatch.setattr(ownership, "HEARTBEAT_SECONDS", 0.05)
+    store = JobStore(store_dir)
+    before = set(threading.enumerate())
+    assert store.claim("job1")
+    [beating] = [thread for thread in set(threading.enumerate()) - before if thread.name == "talking-face-heartbeat"]
+    with store.heartbeat_paused():
+        assert not beating.is_alive()
+        assert not [thread for thread in set(threading.enumerate()) - before if thread.name == beating.name]
+        paused = store.owner_of("job1")
+        time.sleep(0.3)  # six beats' time
+        assert store.owner_of("job1").heartbeat == paused.heartbeat
+        assert JobStore(store_dir).claim("job1") is False, "another store is still refused"
+    wait_for(lambda: store.owner_of("job1").heartbeat > paused.heartbeat, "the heartbeat again")
+    store.release("job1")
+
+
 # -- a job runs in one process only --------------------------------------------------------------------
 
 def make_job(store: JobStore, video: Path, audio: Path, tmp_path: Path, name: str = "result.mp4") -> JobRecord:
