@@ -5,9 +5,9 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import batch, controller, job_setup, jobs_ops, placement, takes
+from . import addon, batch, controller, jobs_ops, placement, take_ops
 
-_CLASSES = jobs_ops.CLASSES + batch.CLASSES + takes.CLASSES
+_CLASSES = jobs_ops.CLASSES + batch.CLASSES + take_ops.CLASSES
 
 
 @persistent
@@ -24,15 +24,15 @@ def _resume_after_load(_filepath: str = "", *_args: object) -> None:
     active.reload()
     if active.jobs_owned_elsewhere():  # shown as running elsewhere, taken over if that Blender goes
         jobs_ops.ensure_monitor()
-    if active.lost_placements() or (active.unfinished_jobs() and job_setup.network_blocking_reason() is None):
+    if active.lost_placements() or (active.unfinished_jobs() and addon.network_blocking_reason() is None):
         # Work that may start jobs waits for the next idle moment, outside the file-loading handler.
         bpy.app.timers.register(_resume_now, first_interval=0.1)
 
 
 def _resume_now() -> None:
     active = controller.get_controller()
-    if job_setup.network_blocking_reason() is None:
-        active.resume(job_setup.credentials())
+    if addon.network_blocking_reason() is None:
+        active.resume(addon.credentials())
         jobs_ops.ensure_monitor()
     else:
         active.place_lost()
@@ -47,7 +47,7 @@ def _remember_path_before_save(filepath: str = "", *_args: object) -> None:
     if not bpy.data.filepath and filepath:
         # A first save: results kept in the extension's user folder (which Blender deletes with the
         # extension) move beside the .blend, and the strips point there, relative to it.
-        moved = placement.move_results_next_to(filepath, str(controller.user_folder("results")))
+        moved = placement.move_results_next_to(filepath, str(addon.user_folder("results")))
         controller.get_controller().results_moved(moved)
 
 

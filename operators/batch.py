@@ -18,7 +18,7 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..newport_api import Phase
 from ..newport_api.batches import summarize
-from . import compat, job_setup, media, placement
+from . import addon, compat, job_setup, media, placement
 from .controller import get_controller
 from .jobs_ops import NetworkOperator, TalkingFaceOperator, ensure_monitor, runs_synchronously, start_planned
 from .lengths import LONGER_AUDIO_ITEMS, SHORTER_AUDIO_ITEMS
@@ -165,7 +165,7 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
     def disabled_reason(cls, context: bpy.types.Context) -> str | None:
         if context.scene is None or context.scene.sequence_editor is None:
             return "Open a scene with a Video Sequencer to dub its shots."
-        return job_setup.network_blocking_reason()
+        return addon.network_blocking_reason()
 
     def shots(self, context: bpy.types.Context) -> list[Shot]:
         return read_shots(context, audio=self.audio, audio_channel=self.audio_channel,
@@ -216,7 +216,7 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         problems = [f"{shot.strip.name}: {shot.reason}" for shot in shots if shot.reason]
         started = 0
         batch_id = uuid.uuid4().hex[:12]
-        credentials = job_setup.credentials()
+        credentials = addon.credentials()
         lengths_choice = self.lengths_choice(context)
         records = []
         for shot in (shot for shot in shots if not shot.reason):
@@ -290,7 +290,7 @@ class SEQUENCER_OT_talking_face_retry_failed(NetworkOperator, bpy.types.Operator
         if not failed:
             self.report({"WARNING"}, "This batch has no failed shots to retry.")
             return {"CANCELLED"}
-        retried = [controller.retry(job_id, job_setup.credentials(), sync=sync) for job_id in failed]
+        retried = [controller.retry(job_id, addon.credentials(), sync=sync) for job_id in failed]
         still_failed = [record for record in retried if record is not None and record.phase == Phase.FAILED]
         if not sync:
             ensure_monitor()
@@ -338,11 +338,11 @@ class SEQUENCER_OT_talking_face_queue(TalkingFaceOperator, bpy.types.Operator):
     @staticmethod
     def _queue_stopped_jobs(controller, released: list) -> None:
         """With a window, jobs paused in an earlier session that nothing queued yet join the queue now."""
-        if bpy.app.background or job_setup.network_blocking_reason() is not None:
+        if bpy.app.background or addon.network_blocking_reason() is not None:
             return  # headless, talking_face_resume continues them (as after any reopen)
         for record in released:
             if not controller.is_running(record.job_id):
-                controller.resume(job_setup.credentials(), job_id=record.job_id)
+                controller.resume(addon.credentials(), job_id=record.job_id)
 
 
 class SEQUENCER_OT_talking_face_batch_report(bpy.types.Operator):
@@ -372,17 +372,6 @@ class SEQUENCER_OT_talking_face_batch_report(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         self.report({self.level}, self.message)
         return {"FINISHED"}
-
-
-def report_batch_end(message: str, level: str) -> None:
-    """The report, from the monitor's timer: invoked in the first window, else run as it is (headless)."""
-    window_manager = bpy.context.window_manager
-    window = next(iter(window_manager.windows), None) if window_manager and not bpy.app.background else None
-    if window is None:
-        bpy.ops.sequencer.talking_face_batch_report(message=message, level=level)
-        return
-    with bpy.context.temp_override(window=window, screen=window.screen):
-        bpy.ops.sequencer.talking_face_batch_report("INVOKE_DEFAULT", message=message, level=level)
 
 
 CLASSES = (SEQUENCER_OT_talking_face_batch, SEQUENCER_OT_talking_face_retry_failed, SEQUENCER_OT_talking_face_queue,

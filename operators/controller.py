@@ -31,34 +31,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
 
-from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, NewportClient, Phase
+from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, Phase
 from ..newport_api.batches import BatchSummary, summarize
-from ..newport_api.cancel import CancelToken
 from ..newport_api.errors import NewportError
-from ..newport_api.http import Timeouts, check_base_url
+from ..newport_api.http import check_base_url
 from ..newport_api.ownership import HOST, OwnerInfo
 from ..newport_api.sockets import sigpipe_blocked
-from . import compat, media, placement
+from . import compat, media, placement, takes
+from .addon import Credentials, credentials, preferred_parallel_jobs, user_folder
+from .job_inputs import apply_prepared
 from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
 
-ADDON_PACKAGE = __package__.rpartition(".")[0]
 MAX_EVENTS_PER_TICK = 500
 MAX_IMPORTS_PER_TICK = 1
 OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far less often
 WATCH_SECONDS = 2.0  # how often the monitor checks whether another Blender left a job behind
-DEFAULT_PARALLEL_JOBS = 3
 WAITING_MESSAGE = "Waiting in the queue"
 PAUSED_KEY = "queue_paused"  # in a record's owner data: held by Pause until Resume (saved: survives a reopen)
 PAUSED_MESSAGE = "Waiting: the queue is paused"
@@ -66,27 +62,6 @@ PAUSED_MESSAGE = "Waiting: the queue is paused"
 # placed by a session that ended before saving (killed, closed without saving) is missing from the file
 # while its record says done; one that a save held and that is missing now was removed by the artist.
 PLACEMENT_SAVED = "placement_saved"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What a worker needs to talk to the service, read from preferences on the main thread."""
-
-    api_key: str
-    base_url: str
-    ca_bundle: str = ""
-
-    def __repr__(self) -> str:
-        return f"Credentials(base_url={self.base_url!r}, api_key=<hidden>)"
-
-    def make_client(self, cancel: CancelToken | None = None) -> NewportClient:
-        return NewportClient(self.api_key, self.base_url, ca_bundle=self.ca_bundle or None,
-                             cancel=cancel or CancelToken(), timeouts=Timeouts())
-
-
-def user_folder(*parts: str) -> Path:
-    """A folder under the extension's user directory (never inside the extension itself)."""
-    return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=os.path.join(*parts), create=True))
 
 
 class JobController:
@@ -353,11 +328,9 @@ class JobController:
 
     def _finish_preparation(self, record: JobRecord, credentials: Credentials, prepared: PreparedInputs | None,
                             *, failure: str = "", sync: bool = False, log: Callable[[str], None] = print) -> None:
-        from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
-
         if prepared is not None:
             try:
-                job_setup.apply_prepared(record, prepared)
+                apply_prepared(record, prepared)
             except media.MediaError as error:  # what was prepared cannot be sent (the preflight's sentence)
                 failure = str(error)
         if failure:
@@ -488,7 +461,7 @@ class JobController:
         for job_id in paused:
             record = self.store.load(job_id) or self.views.get(job_id)
             if record is not None and not record.phase.finished:
-                self.start(record, self._credentials.get(job_id) or _current_credentials())
+                self.start(record, self._credentials.get(job_id) or credentials())
         return True
 
     def _watch_other_blenders(self) -> bool:
@@ -500,7 +473,7 @@ class JobController:
         # Already watching: take_over_abandoned reads every owner file itself, no need to read them twice.
         if not (self._watched or self.jobs_owned_elsewhere()) or not bpy.app.online_access:
             return False
-        return bool(self.take_over_abandoned(_current_credentials()))
+        return bool(self.take_over_abandoned(credentials()))
 
     def has_active_jobs(self) -> bool:
         """True while the monitor has work; asked on every tick, so the cheap answers come first."""
@@ -577,8 +550,6 @@ class JobController:
         self._release_unless_placed_unsaved(record.job_id)
 
     def _place_claimed(self, record: JobRecord) -> None:
-        from . import takes  # takes' operators build on job_setup, which builds on this module: a late import
-
         owner = record.owner
         scene = bpy.data.scenes.get(owner.get("scene", ""))
         try:
@@ -908,10 +879,8 @@ def announce_batch_end(batch: str, summary: BatchSummary) -> None:
     lines = summary.lines()
     print("Talking Face: " + "\n  ".join(lines), flush=True)
     level = "WARNING" if summary.failed or summary.cancelled else "INFO"
-    from . import batch  # batch builds on this module; imported late to avoid a cycle
-
     try:
-        batch.report_batch_end(f"Talking Face: {summary.text()}", level)
+        report_in_blender(f"Talking Face: {summary.text()}", level)
     except (AttributeError, RuntimeError) as error:  # unregistered mid-way: the terminal has it
         print(f"Talking Face: could not report the batch's end in Blender ({error}).", flush=True)
 
@@ -927,10 +896,16 @@ def _missing_with_its_sources_present(record: JobRecord) -> bool:
                for name in (owner.get("source_strip", ""), *owner.get("source_strips", ())))
 
 
-def preferred_parallel_jobs() -> int:
-    addon = bpy.context.preferences.addons.get(ADDON_PACKAGE)
-    return int(getattr(addon.preferences, "max_parallel_jobs", DEFAULT_PARALLEL_JOBS)) if addon else \
-        DEFAULT_PARALLEL_JOBS
+def report_in_blender(message: str, level: str) -> None:
+    """A report from the monitor's timer (``batch``'s report operator): invoked in the first window, else run
+    as it is (headless)."""
+    window_manager = bpy.context.window_manager
+    window = next(iter(window_manager.windows), None) if window_manager and not bpy.app.background else None
+    if window is None:
+        bpy.ops.sequencer.talking_face_batch_report(message=message, level=level)
+        return
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        bpy.ops.sequencer.talking_face_batch_report("INVOKE_DEFAULT", message=message, level=level)
 
 
 def _service_of(record: JobRecord, credentials: Credentials) -> Credentials:
@@ -945,34 +920,12 @@ def _service_of(record: JobRecord, credentials: Credentials) -> Credentials:
     return dataclasses.replace(credentials, base_url=started_on)
 
 
-def _current_credentials() -> Credentials:
-    """The preferences' credentials now (for jobs this session did not start itself)."""
-    from . import job_setup  # job_setup builds on this module; imported late to avoid a cycle
-
-    return job_setup.credentials()
-
-
 def _plan_of(record: JobRecord) -> PreparationPlan:
     """The record's preparation plan; records of 0.1.0 kept only the cut's command and output."""
     if "prepare" in record.owner:
         return PreparationPlan.from_owner(record.owner["prepare"])
     cut = record.owner.get("cut", {})
     return PreparationPlan(cut_command=tuple(cut.get("command", ())), video=cut.get("output", ""))
-
-
-def fingerprint(record: JobRecord) -> str:
-    """What the service is paid for: the inputs' contents and the parameters, nothing else.
-
-    The inputs are keyed by what the artist chose (``input_key``: the source's content and the
-    range taken from it), never by the bytes of a cut; records from before keys existed used
-    the uploaded files' hashes.
-    """
-    inputs = record.owner.get("input_key") or record.owner["input_sha256"]
-    identity = {"inputs": inputs, "width": record.width, "height": record.height,
-                "enhance": record.enhance, "fps_original": record.fps_original}
-    if record.owner.get("length_choice"):  # only when it changed what is sent: older fingerprints stay valid
-        identity["length_choice"] = record.owner["length_choice"]
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def tag_sidebar_redraw() -> None:

@@ -18,55 +18,17 @@ from pathlib import Path
 import bpy
 
 from ..newport_api import JobRecord, estimate_credits
-from ..newport_api.errors import NewportError
-from ..newport_api.http import check_base_url
 from . import compat, lengths, media, placement
-from .controller import ADDON_PACKAGE, Credentials, fingerprint, get_controller, user_folder
-from .preparation import PreparationPlan, PreparedInputs
+from .addon import credentials, network_blocking_reason, preferences, user_folder
+from .controller import get_controller
+from .job_inputs import add_video, check_sendable, check_upload_size
+from .preparation import PreparationPlan
 
-ENV_API_KEY = "NEWPORT_API_KEY"
 RESULT_SUFFIX = ".mp4"
-MAX_UPLOAD_BYTES = 5 * 1024**3  # the storage policy's size range (contract, section 3)
 CUT_CACHE_DAYS = 7
 # Which strips to use, not how to make the result: a take keeps its audio apart, and New Take is a one-off.
 SETTINGS_NOT_KEPT = frozenset({"rna_type", "name", "video_strip", "audio_source", "audio_strip", "audio_file",
                                "regenerate"})
-
-
-# -- preferences and credentials -------------------------------------------------
-
-def preferences() -> bpy.types.AddonPreferences | None:
-    addon = bpy.context.preferences.addons.get(ADDON_PACKAGE)
-    return addon.preferences if addon else None
-
-
-def key_source() -> str:
-    """'environment', 'preferences' or '' — the environment wins when both are set."""
-    if os.environ.get(ENV_API_KEY, "").strip():
-        return "environment"
-    prefs = preferences()
-    return "preferences" if prefs and prefs.api_key.strip() else ""
-
-
-def credentials() -> Credentials:
-    prefs = preferences()
-    key = os.environ.get(ENV_API_KEY, "").strip() or (prefs.api_key.strip() if prefs else "")
-    base_url = prefs.base_url.strip() if prefs else ""
-    ca_bundle = bpy.path.abspath(prefs.ca_bundle) if prefs and prefs.ca_bundle else ""
-    return Credentials(api_key=key, base_url=base_url or "https://api.newportai.com", ca_bundle=ca_bundle)
-
-
-def network_blocking_reason() -> str | None:
-    """Why no request may be sent right now, or None."""
-    if not bpy.app.online_access:
-        return "Online access is off — allow it in Preferences ▸ System ▸ Network."
-    if not key_source():
-        return "Add your Newport AI API key in Preferences ▸ Add-ons ▸ Talking Face."
-    try:
-        check_base_url(credentials().base_url)
-    except NewportError as error:
-        return str(error)
-    return None
 
 
 # -- what the settings point at ----------------------------------------------------
@@ -284,7 +246,7 @@ def plan_job(context: bpy.types.Context, *, cut_program: str = "", defer: bool =
     record.audio = audio.path
     record.vocals = bpy.path.abspath(options.vocals_file) if options.vocals_file else ""
     if record.vocals:
-        _check_upload_size(record.vocals, "vocals file")
+        check_upload_size(record.vocals, "vocals file")
     record.width, record.height = options.video_width, options.video_height
     record.enhance = options.enhance
     record.fps_original = options.fps_mode == "ORIGINAL"
@@ -375,16 +337,6 @@ def _preparation_plan(strip, scene: bpy.types.Scene, work_dir: str, record: JobR
                            cut_cache=str(cut_cache_folder()) if command else "")
 
 
-def apply_prepared(record: JobRecord, prepared: PreparedInputs) -> None:
-    """Complete a record with what its preparation produced (main thread, cheap)."""
-    record.owner.pop("prepare", None)
-    record.owner["input_sha256"].update({role: digest for role, digest in prepared.sha256.items()
-                                         if role != "video"})
-    if prepared.audio is not None:  # cut in the background: now its exact length is known
-        record.owner["audio_seconds"] = prepared.audio.duration
-    add_video(record, prepared.video, prepared.video_key)
-
-
 def cut_cache_folder() -> Path:
     """Where cuts are kept by their content key, so an identical job never cuts (nor uploads) again.
 
@@ -402,38 +354,6 @@ def cut_cache_folder() -> Path:
 
 def cached_cut_path(video_key: str) -> str:
     return str(cut_cache_folder() / f"{video_key}.mp4")
-
-
-def _check_upload_size(path: str, what: str) -> None:
-    size = os.path.getsize(path)
-    if size > MAX_UPLOAD_BYTES:
-        raise media.MediaError(f"The {what} is {size / 1024**3:.1f} GiB and the service takes at most "
-                               f"{MAX_UPLOAD_BYTES / 1024**3:.0f} GiB per file; shorten it, then Generate again.")
-
-
-def check_sendable(prepared: media.PreparedMedia, what: str) -> None:
-    """Refuse, in one sentence and before any upload, an input the service would fail on."""
-    if prepared.duration <= 0 or (prepared.fps > 0 and prepared.frames < 1):
-        raise media.MediaError(f"The {what} is empty (it lasts 0 seconds); choose one that plays, "
-                               "then Generate again.")
-    if os.path.exists(prepared.path):  # else a cut still to be made (a visible range: far below the limit)
-        _check_upload_size(prepared.path, what)
-
-
-def add_video(record: JobRecord, video: media.PreparedMedia, video_key: str) -> None:
-    """Complete a record with its prepared video: path, content hashes, fingerprint and price.
-
-    ``video_key`` identifies what the artist chose (the source's content and its range); the
-    fingerprint of what is paid for comes from it, never from the bytes of a cut.
-    """
-    check_sendable(video, "video")
-    record.video = video.path
-    record.owner.update(video_seconds=video.duration, source_fps=video.fps)
-    record.owner["input_sha256"]["video"] = video.sha256
-    record.owner["input_key"] = {**record.owner["input_sha256"], "video": video_key}
-    record.owner["fingerprint"] = fingerprint(record)
-    billed = record.owner.get("audio_seconds") or video.duration
-    record.estimated_credits = estimate_credits(billed, fps_original=record.fps_original, source_fps=video.fps)
 
 
 def _prepare_audio(context: bpy.types.Context, choice: AudioChoice, work_dir: str, *, defer: bool = False,

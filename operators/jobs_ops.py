@@ -14,8 +14,9 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from ..newport_api import JobRecord, Phase
-from . import compat, job_setup
-from .controller import Credentials, get_controller
+from . import addon, compat, job_setup
+from .addon import Credentials
+from .controller import get_controller
 from .media import MediaError
 from .preparation import PreparationPlan
 
@@ -84,7 +85,7 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        start_planned(record, plan, job_setup.credentials(), sync=sync)
+        start_planned(record, plan, addon.credentials(), sync=sync)
         return report_started(self, record, sync)
 
 
@@ -167,7 +168,7 @@ class NetworkOperator(TalkingFaceOperator):
 
     @classmethod
     def disabled_reason(cls, context: bpy.types.Context) -> str | None:
-        return job_setup.network_blocking_reason()
+        return addon.network_blocking_reason()
 
 
 class SEQUENCER_OT_talking_face_cancel(JobOperator, bpy.types.Operator):
@@ -200,7 +201,7 @@ class SEQUENCER_OT_talking_face_retry(JobOperator, NetworkOperator, bpy.types.Op
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         controller = get_controller()
-        record = controller.retry(self.job_id, job_setup.credentials(), sync=runs_synchronously(self.mode))
+        record = controller.retry(self.job_id, addon.credentials(), sync=runs_synchronously(self.mode))
         if record is None:
             self.report({"WARNING"}, "Only a failed or cancelled job can be retried.")
             return {"CANCELLED"}
@@ -220,7 +221,7 @@ class SEQUENCER_OT_talking_face_resume(NetworkOperator, bpy.types.Operator):
     job_id: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        resumed = get_controller().resume(job_setup.credentials(), sync=runs_synchronously(self.mode),
+        resumed = get_controller().resume(addon.credentials(), sync=runs_synchronously(self.mode),
                                           job_id=self.job_id)
         failed = [record for record in resumed if record.phase == Phase.FAILED]
         if failed:
@@ -239,7 +240,7 @@ class SEQUENCER_OT_talking_face_check_key(NetworkOperator, bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         controller = get_controller()
         sync = runs_synchronously(self.mode)
-        controller.check_key(job_setup.credentials(), sync=sync)
+        controller.check_key(addon.credentials(), sync=sync)
         if sync:
             self.report({"INFO"}, controller.key_status)
         else:

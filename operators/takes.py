@@ -6,7 +6,7 @@ number, the source strip's name, and the options it was made with as JSON
 (``job_setup.take_options``). The numbers count per source. A new take lands above the
 earlier ones and plays; the other takes of that source are muted, picture and sound.
 
-All of it lives on the strips, so it is saved with the .blend and undone with it; nothing
+The operators that switch and redo takes are in ``take_ops``. All of it lives on the strips, so it is saved with the .blend and undone with it; nothing
 about takes is kept anywhere else.
 """
 
@@ -17,17 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import bpy
-from bpy.props import EnumProperty
 
 from ..newport_api import JobRecord
-from . import compat, job_setup, placement
-from .jobs_ops import NetworkOperator, TalkingFaceOperator, report_started, runs_synchronously, start_planned
-from .media import MediaError
-
-DIRECTIONS = (
-    ("NEXT", "Next", "Play the next take (after the last comes the first)"),
-    ("PREVIOUS", "Previous", "Play the previous take (before the first comes the last)"),
-)
+from . import compat, placement
 
 
 @dataclass(frozen=True)
@@ -157,20 +149,6 @@ def switch(scene: bpy.types.Scene, choice: TakeChoice, step: int) -> Take:
     return chosen
 
 
-# -- redoing a take ---------------------------------------------------------------------------
-
-class StoredOptions:
-    """A take's stored options, read like the panel's settings; a setting it did not store comes from the panel."""
-
-    def __init__(self, stored: dict[str, Any], panel: Any) -> None:
-        self._stored = stored
-        self._panel = panel
-
-    def __getattr__(self, name: str) -> Any:
-        stored = self.__dict__["_stored"]
-        return stored[name] if name in stored else getattr(self.__dict__["_panel"], name)
-
-
 def stored_options(take: Take) -> dict[str, Any] | None:
     text = take.movie.get(placement.OPTIONS_PROPERTY)
     try:
@@ -178,100 +156,3 @@ def stored_options(take: Take) -> dict[str, Any] | None:
     except ValueError:
         return None
     return options if isinstance(options, dict) else None
-
-
-def redo_take(context: bpy.types.Context) -> Take | None:
-    """The take Redo makes again: the active take, else the one playing (the source is active)."""
-    choice = active_choice(context)
-    return (choice.active or choice.playing) if choice is not None else None
-
-
-def redo_audio(scene: bpy.types.Scene, stored: dict[str, Any], source: Any) -> job_setup.AudioChoice:
-    audio = stored.get("audio", {})
-    if audio.get("kind") == "STRIP":
-        return job_setup.AudioChoice("STRIP", strip=compat.all_strips(scene).get(audio.get("strip", "")))
-    if audio.get("kind") == "MOVIE":
-        return job_setup.AudioChoice("MOVIE", strip=source)
-    return job_setup.AudioChoice("FILE", path=audio.get("path", ""))
-
-
-def redo_blocking_reason(context: bpy.types.Context) -> str | None:
-    """One sentence on why Redo cannot run, or None (the network is asked apart)."""
-    take = redo_take(context)
-    if take is None:
-        return "Select a Talking Face take (a result strip) to redo it."
-    source = take.movie.get(placement.SOURCE_PROPERTY, "")
-    stored = stored_options(take)
-    if stored is None:
-        return (f"Take {take.label} was made before takes kept their options — select '{source}' "
-                "and press New Take.")
-    if compat.all_strips(context.scene).get(source) is None:
-        return (f"The source strip '{source}' of this take is no longer in the scene — pick a movie strip "
-                "and press New Take instead.")
-    audio = stored.get("audio", {})
-    if audio.get("kind") == "STRIP" and compat.all_strips(context.scene).get(audio.get("strip", "")) is None:
-        return (f"The sound strip '{audio.get('strip')}' this take spoke is no longer in the scene "
-                "— pick the audio in the panel and press New Take.")
-    return None
-
-
-# -- operators --------------------------------------------------------------------------------
-
-class SEQUENCER_OT_talking_face_take(TalkingFaceOperator, bpy.types.Operator):
-    """Play the next (or previous) take of this result's source; its other takes are muted"""
-
-    bl_idname = "sequencer.talking_face_take"
-    bl_label = "Switch Take"
-    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 — Blender reads a plain set here
-
-    direction: EnumProperty(name="Direction", items=DIRECTIONS, default="NEXT")
-
-    @classmethod
-    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
-        choice = active_choice(context)
-        if choice is None:
-            return "Select a Talking Face result strip (a take) to switch takes."
-        if len(choice.takes) < 2:
-            return f"'{choice.source}' has only one take — press New Take to make another."
-        return None
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        choice = active_choice(context)
-        chosen = switch(context.scene, choice, 1 if self.direction == "NEXT" else -1)
-        self.report({"INFO"}, f"Talking Face: take {chosen.label} of '{choice.source}' plays "
-                              f"({choice.position(chosen)} of {len(choice.takes)}).")
-        return {"FINISHED"}
-
-
-class SEQUENCER_OT_talking_face_redo(NetworkOperator, bpy.types.Operator):
-    """Make this take again with the options it was made with: a new take, paid for again"""
-
-    bl_idname = "sequencer.talking_face_redo"
-    bl_label = "Redo Take"
-
-    @classmethod
-    def disabled_reason(cls, context: bpy.types.Context) -> str | None:
-        return redo_blocking_reason(context) or job_setup.network_blocking_reason()
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        take = redo_take(context)
-        stored = stored_options(take)
-        source = compat.all_strips(context.scene)[take.movie[placement.SOURCE_PROPERTY]]
-        audio = redo_audio(context.scene, stored, source)
-        reason = job_setup.shot_blocking_reason(context, source, audio)
-        if reason:
-            self.report({"ERROR"}, reason)
-            return {"CANCELLED"}
-        sync = runs_synchronously(self.mode)
-        try:
-            record, plan = job_setup.plan_job(
-                context, strip=source, audio=audio, options=StoredOptions(stored, job_setup.settings(context)),
-                new_take=True, defer=not sync, cut_program="" if sync else job_setup.background_cut_program())
-        except MediaError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        start_planned(record, plan, job_setup.credentials(), sync=sync)
-        return report_started(self, record, sync)
-
-
-CLASSES = (SEQUENCER_OT_talking_face_take, SEQUENCER_OT_talking_face_redo)

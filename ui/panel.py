@@ -8,7 +8,7 @@ import bpy
 
 from ..newport_api import JobRecord, Phase
 from ..newport_api.batches import summarize
-from ..operators import compat, job_setup, jobs_ops, takes
+from ..operators import addon, compat, job_setup, jobs_ops, takes
 from ..operators.controller import elapsed_text, get_controller
 
 MAX_LISTED_JOBS = 8
@@ -115,7 +115,7 @@ def _draw_generate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
         draw_sentence(layout, context, reason, icon="INFO")
     _draw_takes(layout, context)
     layout.operator("sequencer.talking_face_batch", text="Dub Shots…", icon="SEQ_STRIP_DUPLICATE")
-    if job_setup.key_source() == "environment":
+    if addon.key_source() == "environment":
         layout.label(text="Using the API key from NEWPORT_API_KEY.", icon="KEYINGSET")
 
 

@@ -8,8 +8,9 @@ import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
 from ..newport_api import DEFAULT_BASE_URL
-from ..operators import compat, job_setup
-from ..operators.controller import ADDON_PACKAGE, DEFAULT_PARALLEL_JOBS, get_controller
+from ..operators import compat
+from ..operators.addon import ADDON_PACKAGE, DEFAULT_PARALLEL_JOBS, ENV_API_KEY
+from ..operators.controller import get_controller
 
 
 class TalkingFacePreferences(bpy.types.AddonPreferences):
@@ -44,7 +45,7 @@ class TalkingFacePreferences(bpy.types.AddonPreferences):
 def draw_preferences(layout: bpy.types.UILayout, prefs: TalkingFacePreferences) -> None:
     layout.use_property_split = True
     column = layout.column()
-    if os.environ.get(job_setup.ENV_API_KEY):
+    if os.environ.get(ENV_API_KEY):
         row = column.row()
         row.enabled = False
         row.prop(prefs, "api_key")
