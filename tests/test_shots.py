@@ -33,10 +33,10 @@ shots = _load_shots()
 
 
 def movie_source(**changes):
-    values = dict(strip="Shot A", kind="MOVIE", path="/media/a.mp4", first=10, end=60, fps=25.0, width=320,
-                  height=240, colorspace="sRGB", frame_count=100,
-                  span=shots.Span(content_start=1, content_length=100, visible_start=11, visible_end=61,
-                                  hold_start=0, hold_end=0))
+    values = {"strip": "Shot A", "kind": "MOVIE", "path": "/media/a.mp4", "first": 10, "end": 60, "fps": 25.0,
+              "width": 320, "height": 240, "colorspace": "sRGB", "frame_count": 100,
+              "span": shots.Span(content_start=1, content_length=100, visible_start=11, visible_end=61,
+                                 hold_start=0, hold_end=0)}
     values.update(changes)
     return shots.Source(**values)
 
