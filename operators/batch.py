@@ -1,16 +1,16 @@
 """Dub a whole edit: one job per shot, each paired with its audio by one rule.
 
-``read_shots`` turns the selected (or in-range) picture strips into ``Shot``s, in timeline
-order, each with its audio or the sentence saying why it cannot run. Every runnable shot
-is planned by ``job_setup.plan_job`` — the path Generate takes — and its record carries
-``owner["batch"]``, which groups the batch in the Jobs list.
+``read_shots`` turns the selected (or in-range) picture strips into ``shots.Shot``s (read by
+``timeline.read_shot``), in timeline order, each with its audio or the sentence saying why it
+cannot run. Every runnable shot starts by ``jobs_ops.start_shot`` — the path Generate takes —
+and its record carries ``owner["batch"]``, which groups the batch in the Jobs list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -18,10 +18,11 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from ..newport_api import Phase
 from ..newport_api.batches import summarize
-from . import addon, compat, job_setup, media, placement
+from . import addon, compat, media, placement, timeline
 from .controller import get_controller
-from .jobs_ops import NetworkOperator, TalkingFaceOperator, ensure_monitor, runs_synchronously, start_planned
+from .jobs_ops import NetworkOperator, TalkingFaceOperator, ensure_monitor, runs_synchronously, start_shot
 from .lengths import LONGER_AUDIO_ITEMS, SHORTER_AUDIO_ITEMS
+from .shots import Shot, estimate
 
 AUDIO_RULES = (
     ("OVERLAP", "Overlapping Sound", "The sound strip that overlaps the shot the most"),
@@ -43,30 +44,18 @@ DIALOG_WIDTH = 560
 MAX_DIALOG_ROWS = 25
 
 
-@dataclass(frozen=True)
-class Shot:
-    strip: Any
-    audio: job_setup.AudioChoice | None
-    reason: str = ""  # why it cannot run; "" when it can
-
-    @property
-    def audio_name(self) -> str:
-        if self.audio is None:
-            return "—"
-        if self.audio.kind == "FILE":
-            return os.path.basename(self.audio.path)
-        return "own sound" if self.audio.kind == "MOVIE" else self.audio.strip.name
-
-
 def read_shots(context: bpy.types.Context, *, audio: str, audio_channel: int, audio_pattern: str,
-               scope: str, shard: str = "") -> list[Shot]:
+               scope: str, shard: str = "", lengths_choice: timeline.LengthChoice | None = None,
+               measure: bool = True) -> list[Shot]:
     """The batch's shots in timeline order (by start, then channel); ``shard`` 'i/n' keeps every n-th from the i-th.
 
+    ``lengths_choice``: the batch's own, by default the panel's; ``measure`` as ``timeline.read_shot``'s.
     Raises ``ValueError`` with a sentence for a malformed shard.
     """
     strips = sorted(_picture_strips(context.scene, scope), key=lambda strip: (strip.frame_final_start, strip.channel))
     index, count = parse_shard(shard)
-    return [_pair(context, strip, audio, audio_channel, audio_pattern) for strip in strips[index::count]]
+    return [_pair(context, strip, audio, audio_channel, audio_pattern, lengths_choice, measure)
+            for strip in strips[index::count]]
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -102,26 +91,26 @@ def _inside_selected_metas(scene: bpy.types.Scene) -> list:
     return list(found.values())
 
 
-def _pair(context: bpy.types.Context, strip, rule: str, channel: int, pattern: str) -> Shot:
+def _pair(context: bpy.types.Context, strip, rule: str, channel: int, pattern: str,
+          lengths_choice: timeline.LengthChoice | None, measure: bool) -> Shot:
+    reason = None
     if rule == "OVERLAP":
-        sound = overlapping_sound(context.scene, strip, channel)
-        if sound is None:
+        choice = timeline.AudioChoice("STRIP", strip=overlapping_sound(context.scene, strip, channel))
+        if choice.strip is None:
             where = f" on channel {channel}" if channel else ""
-            return Shot(strip, None, f"No sound strip overlaps '{strip.name}'{where} — add its dialogue "
-                                     "there or pick another audio rule.")
-        choice = job_setup.AudioChoice("STRIP", strip=sound)
+            reason = (f"No sound strip overlaps '{strip.name}'{where} — add its dialogue there or pick another "
+                      "audio rule.")
     elif rule == "OWN":
+        choice = timeline.AudioChoice("MOVIE", strip=strip)
         if not compat.is_movie(strip):
-            return Shot(strip, None, f"'{strip.name}' is an image sequence, which has no sound of its own "
-                                     "— pick another audio rule.")
-        choice = job_setup.AudioChoice("MOVIE", strip=strip)
+            reason = (f"'{strip.name}' is an image sequence, which has no sound of its own — pick another "
+                      "audio rule.")
     else:
-        path = bpy.path.abspath(pattern.replace("{strip}", strip.name))
-        if not os.path.isfile(path):
-            return Shot(strip, job_setup.AudioChoice("FILE", path=path),
-                        f"There is no audio file for '{strip.name}' at '{path}' — add it or change the pattern.")
-        choice = job_setup.AudioChoice("FILE", path=path)
-    return Shot(strip, choice, job_setup.shot_blocking_reason(context, strip, choice) or "")
+        choice = timeline.AudioChoice("FILE", path=bpy.path.abspath(pattern.replace("{strip}", strip.name)))
+        if not os.path.isfile(choice.path):
+            reason = f"There is no audio file for '{strip.name}' at '{choice.path}' — add it or change the pattern."
+    shot = timeline.read_shot(context, strip, choice, lengths_choice=lengths_choice, measure=measure)
+    return dataclasses.replace(shot, reason=reason) if reason else shot
 
 
 def overlapping_sound(scene: bpy.types.Scene, strip, channel: int = 0):
@@ -167,15 +156,16 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
             return "Open a scene with a Video Sequencer to dub its shots."
         return addon.network_blocking_reason()
 
-    def shots(self, context: bpy.types.Context) -> list[Shot]:
+    def shots(self, context: bpy.types.Context, *, measure: bool = True) -> list[Shot]:
         return read_shots(context, audio=self.audio, audio_channel=self.audio_channel,
-                          audio_pattern=self.audio_pattern, scope=self.scope, shard=self.shard)
+                          audio_pattern=self.audio_pattern, scope=self.scope, shard=self.shard,
+                          lengths_choice=self.lengths_choice(context), measure=measure)
 
-    def lengths_choice(self, context: bpy.types.Context) -> job_setup.LengthChoice:
+    def lengths_choice(self, context: bpy.types.Context) -> timeline.LengthChoice:
         """The operator's length choices; those not given are the scene's."""
-        scene_choice = job_setup.length_choice(context)
+        scene_choice = timeline.length_choice(context)
         given = self.properties.is_property_set
-        return job_setup.LengthChoice(
+        return timeline.LengthChoice(
             self.longer_audio if given("longer_audio") else scene_choice.longer_audio,
             self.shorter_audio if given("shorter_audio") else scene_choice.shorter_audio)
 
@@ -198,7 +188,7 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         column.prop(self, "longer_audio")
         column.prop(self, "shorter_audio")
         try:
-            draw_shot_list(layout, context, self.shots(context), self.lengths_choice(context))
+            draw_shot_list(layout, context, self.shots(context, measure=False))
         except ValueError as error:
             layout.label(text=str(error), icon="ERROR")
 
@@ -213,25 +203,20 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
                                    ", or select meta strips that hold shots).")
             return {"CANCELLED"}
         sync = runs_synchronously(self.mode)
-        problems = [f"{shot.strip.name}: {shot.reason}" for shot in shots if shot.reason]
+        problems = [f"{shot.name}: {shot.reason}" for shot in shots if shot.reason]
         started = 0
         batch_id = uuid.uuid4().hex[:12]
         credentials = addon.credentials()
-        lengths_choice = self.lengths_choice(context)
         records = []
         for shot in (shot for shot in shots if not shot.reason):
             try:
-                record, plan = job_setup.plan_job(context, strip=shot.strip, audio=shot.audio, defer=not sync,
-                                                  cut_program="" if sync else job_setup.background_cut_program(),
-                                                  lengths_choice=lengths_choice)
+                record = start_shot(context, shot, credentials, sync=sync, batch=batch_id)
             except media.MediaError as error:
-                problems.append(f"{shot.strip.name}: {error}")
+                problems.append(f"{shot.name}: {error}")
                 continue
-            record.owner["batch"] = batch_id
-            record = start_planned(record, plan, credentials, sync=sync)
             records.append(record)
             if record.phase == Phase.FAILED:
-                problems.append(f"{shot.strip.name}: {record.error}")
+                problems.append(f"{shot.name}: {record.error}")
             else:
                 started += 1
         if not sync:
@@ -250,15 +235,14 @@ class SEQUENCER_OT_talking_face_batch(NetworkOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots: list[Shot],
-                   lengths_choice: job_setup.LengthChoice | None = None) -> None:
+def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots: list[Shot]) -> None:
     """The confirmation: every shot with its audio, duration and credits, the total, and the shots skipped."""
     runnable = [shot for shot in shots if not shot.reason]
-    costs = [job_setup.estimate(context, shot.strip, shot.audio, lengths_choice) for shot in runnable]
+    costs = [estimate(shot) for shot in runnable]
     box = layout.box()
     for shot, cost in list(zip(runnable, costs))[:MAX_DIALOG_ROWS]:
         row = box.row()
-        row.label(text=shot.strip.name, icon="SEQUENCE")
+        row.label(text=shot.name, icon="SEQUENCE")
         row.label(text=shot.audio_name, icon="SOUND")
         if cost is None:
             row.label(text="—")
@@ -271,7 +255,7 @@ def draw_shot_list(layout: bpy.types.UILayout, context: bpy.types.Context, shots
     balance = get_controller().key_status
     layout.label(text=balance or "Press Check Key in the preferences to see the balance.", icon="INFO")
     for shot in (shot for shot in shots if shot.reason):
-        layout.label(text=f"Skipped {shot.strip.name}: {shot.reason}", icon="ERROR")
+        layout.label(text=f"Skipped {shot.name}: {shot.reason}", icon="ERROR")
 
 
 class SEQUENCER_OT_talking_face_retry_failed(NetworkOperator, bpy.types.Operator):

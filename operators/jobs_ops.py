@@ -14,11 +14,12 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from ..newport_api import JobRecord, Phase
-from . import addon, compat, job_setup
+from . import addon, compat, job_setup, timeline
 from .addon import Credentials
 from .controller import get_controller
 from .media import MediaError
 from .preparation import PreparationPlan
+from .shots import Shot
 
 TICK_SECONDS = 0.2
 RUN_MODES = (
@@ -43,6 +44,19 @@ def start_planned(record: JobRecord, plan: PreparationPlan | None, credentials: 
         controller.prepare(record, credentials)
         return record
     return controller.launch(record, credentials, sync=sync)
+
+
+def start_shot(context: bpy.types.Context, shot: Shot, credentials: Credentials, *, sync: bool,
+               batch: str = "") -> JobRecord:
+    """Plan a shot's job and hand it over: the one start path of Generate (a batch of one), the batch and Redo.
+
+    ``batch`` groups the job with the others of its batch. Raises ``MediaError`` with a sentence.
+    """
+    record, plan = job_setup.plan_job(context, shot, defer=not sync,
+                                      cut_program="" if sync else job_setup.background_cut_program())
+    if batch:
+        record.owner["batch"] = batch
+    return start_planned(record, plan, credentials, sync=sync)
 
 
 class TalkingFaceOperator:
@@ -80,12 +94,11 @@ class SEQUENCER_OT_talking_face_generate(TalkingFaceOperator, bpy.types.Operator
     def execute(self, context: bpy.types.Context) -> set[str]:
         sync = runs_synchronously(self.mode)
         try:
-            record, plan = job_setup.plan_job(context, defer=not sync, new_take=self.new_take,
-                                              cut_program="" if sync else job_setup.background_cut_program())
+            record = start_shot(context, timeline.panel_shot(context, new_take=self.new_take), addon.credentials(),
+                                sync=sync)
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        start_planned(record, plan, addon.credentials(), sync=sync)
         return report_started(self, record, sync)
 
 

@@ -15,6 +15,7 @@ Nothing here changes the user's scene; files are written only under ``work_dir``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import math
@@ -29,7 +30,7 @@ from typing import Any, BinaryIO
 import bpy
 
 from ..newport_api import content
-from . import compat, cut_audio, cut_video
+from . import compat, cut_audio, cut_video, shots
 from .cut_audio import CutAudioRequest
 from .cut_video import CutError, CutRequest, ProgressCallback, StripSpan, source_range
 
@@ -281,12 +282,32 @@ def needs_cut(strip: Any, scene: bpy.types.Scene, *, extend: str = "") -> bool:
     ``extend`` (``lengths``' HOLD, LOOP or PINGPONG): the picture is extended, always by a cut.
     """
     _require_movie(strip)
-    if is_image_sequence(strip) or extend:
-        return True
+    return is_image_sequence(strip) or bool(extend) or not _shows_whole_movie(strip)
+
+
+def _shows_whole_movie(strip: Any) -> bool:
     shows_whole_file = (strip.frame_offset_start <= 0 and strip.frame_offset_end <= 0
                         and strip.animation_offset_start == 0 and strip.animation_offset_end == 0)
-    suffix = pathlib.Path(strip.filepath).suffix.lower()
-    return not (shows_whole_file and suffix in UNTOUCHED_VIDEO_SUFFIXES)
+    return shows_whole_file and pathlib.Path(strip.filepath).suffix.lower() in UNTOUCHED_VIDEO_SUFFIXES
+
+
+def source_of(strip: Any, *, measure: bool = True) -> shots.Source:
+    """What a movie or image-sequence strip shows, as plain data (main thread; headers only, no hashing).
+
+    ``measure=False`` (``draw()``): an image sequence whose size Blender does not know yet is not
+    loaded to measure it; its size is then (0, 0).
+    """
+    _require_movie(strip)
+    path = video_file(strip)
+    span = strip_span(strip)
+    first, end = source_range(span, _source_frame_count(strip, span))
+    width, height = _picture_size(strip, path, measure=measure) if os.path.isfile(path) else (0, 0)
+    images = tuple(element.filename for element in strip.elements) if is_image_sequence(strip) else ()
+    return shots.Source(
+        strip=strip.name, kind=shots.IMAGES if images else shots.MOVIE, path=path, first=first, end=end,
+        fps=strip_source_fps(strip), width=width, height=height, colorspace=strip.colorspace_settings.name,
+        frame_count=_source_frame_count(strip, span), span=shots.Span(**dataclasses.asdict(span)),
+        whole_file=not images and _shows_whole_movie(strip), images=images)
 
 
 def _slug(name: str) -> str:
@@ -305,26 +326,26 @@ def _image_size(path: str) -> tuple[int, int]:
         bpy.data.images.remove(image)
 
 
-def _picture_size(strip: Any, source: str) -> tuple[int, int]:
+def _picture_size(strip: Any, source: str, *, measure: bool = True) -> tuple[int, int]:
     element = strip.elements[0] if len(strip.elements) else None
     if element is not None and element.orig_width > 0:
         return element.orig_width, element.orig_height
-    return _image_size(source) if is_image_sequence(strip) else (0, 0)
+    return _image_size(source) if measure and is_image_sequence(strip) else (0, 0)
 
 
-def _refuse_unsendable_picture(strip: Any, source: str, size: tuple[int, int]) -> None:
+def _refuse_unsendable_picture(source: shots.Source) -> None:
     """One sentence for pictures an H.264 cut cannot carry as the artist sees them."""
-    width, height = size
+    width, height = source.width, source.height
     if width % 2 or height % 2:
-        raise MediaError(f"“{strip.name}” is {width}×{height} and an H.264 MP4 needs an even width and "
+        raise MediaError(f"“{source.strip}” is {width}×{height} and an H.264 MP4 needs an even width and "
                          "height, so render or export it at an even size, then Generate again.")
-    facts = None if is_image_sequence(strip) else _track_facts(source)
+    facts = None if source.kind == shots.IMAGES else _track_facts(source.path)
     turn = facts.turn if facts else None
     if turn and turn[0] % 180 == 90 and (width, height) == turn[1:]:
-        raise MediaError(f"This Blender shows “{strip.name}” sideways because it ignores the rotation stored "
+        raise MediaError(f"This Blender shows “{source.strip}” sideways because it ignores the rotation stored "
                          "in the file; rotate the clip in a video editor or use Blender 4.5 or later.")
-    if facts and facts.frames != _blender_frame_count(source):
-        raise MediaError(f"“{strip.name}” has a variable frame rate, which Blender shows with repeated frames "
+    if facts and facts.frames != _blender_frame_count(source.path):
+        raise MediaError(f"“{source.strip}” has a variable frame rate, which Blender shows with repeated frames "
                          "that would be sent as new ones; convert it to a constant frame rate first.")
 
 
@@ -343,56 +364,57 @@ def _blender_frame_count(path: str) -> int:
     return _cached_blender_frame_count(path, status.st_mtime, status.st_size)
 
 
-def _image_list(strip: Any, work_dir: str) -> str:
+def _image_list(source: shots.Source, work_dir: str) -> str:
     """A file naming the sequence's images, one a line: too many for a command line."""
-    listing = pathlib.Path(work_dir) / f"{_slug(strip.name)}_images.txt"
+    listing = pathlib.Path(work_dir) / f"{_slug(source.strip)}_images.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"{element.filename}\n" for element in strip.elements), encoding="utf-8")
+    listing.write_text("".join(f"{name}\n" for name in source.images), encoding="utf-8")
     return str(listing)
+
+
+def _require_file(source: shots.Source) -> None:
+    if not os.path.isfile(source.path):
+        raise MediaError(f"The movie file of “{source.strip}” is missing: {source.path}")
 
 
 def video_selection(strip: Any, scene: bpy.types.Scene, *, extend: str = "",
                     frames: int = 0) -> tuple[list[str], dict[str, Any]]:
-    """The files the strip's video comes from and what is taken from them, as plain data.
-
-    Cheap (no hashing): ``content.selection_key(*video_selection(...))`` turns it into the
-    video's content key, and may run in a worker thread. ``extend``/``frames``: the picture
-    extended to ``frames`` (another picture, so another key).
-    """
-    source = _movie_path(strip)
-    if not needs_cut(strip, scene, extend=extend):
-        return [source], {"whole_file": True}
-    first, end = _visible_source_frames(strip)
-    selection = {"frames": [first, end], "fps": round(strip_source_fps(strip), 6),
-                 "size": list(_picture_size(strip, source)), "colorspace": strip.colorspace_settings.name}
-    if extend:
-        selection["extend"] = [extend, frames]
-    if is_image_sequence(strip):
-        return [_image_path(strip, index) for index in range(first, end)], selection
-    return [source], selection
+    """The files the strip's video comes from and what is taken from them (``shots.Source.key_inputs``)."""
+    _movie_path(strip)
+    return source_of(strip).key_inputs(extend, frames)
 
 
 def video_key(strip: Any, scene: bpy.types.Scene, *, extend: str = "", frames: int = 0) -> str:
     """The content key of what the strip shows: equal keys send equal pictures (hashes the source)."""
+    _movie_path(strip)
+    return source_key(source_of(strip), extend=extend, frames=frames)
+
+
+def source_key(source: shots.Source, *, extend: str = "", frames: int = 0) -> str:
+    """The content key of the picture a shot sends: equal keys send equal pictures (hashes the source).
+
+    ``extend``/``frames``: the picture extended to ``frames`` (another picture, so another key).
+    """
+    _require_file(source)
     try:
-        return content.selection_key(*video_selection(strip, scene, extend=extend, frames=frames))
+        return content.selection_key(*source.key_inputs(extend, frames))
     except OSError as error:
-        raise MediaError(f"The movie file of “{strip.name}” cannot be read: {error.strerror}.") from error
+        raise MediaError(f"The movie file of “{source.strip}” cannot be read: {error.strerror}.") from error
 
 
-def _cut_request(strip: Any, work_dir: str, output: str = "", *, extend: str = "", frames: int = 0) -> CutRequest:
-    source = _movie_path(strip)
-    span = strip_span(strip)
-    size = _picture_size(strip, source)
-    if size[0] <= 0 or strip_source_fps(strip) <= 0:
-        raise MediaError(f"Blender cannot read the movie of “{strip.name}”: {source}")
-    _refuse_unsendable_picture(strip, source, size)
+def _cut_request(source: shots.Source, work_dir: str, output: str = "", *, extend: str = "",
+                 frames: int = 0) -> CutRequest:
+    _require_file(source)
+    if source.width <= 0 or source.fps <= 0:
+        raise MediaError(f"Blender cannot read the movie of “{source.strip}”: {source.path}")
+    _refuse_unsendable_picture(source)
+    span = StripSpan(**dataclasses.asdict(source.span))
     extended = f"_{extend.lower()}{frames}" if extend else ""
     output = output or str(pathlib.Path(work_dir)
-                           / f"{_slug(strip.name)}_{span.visible_start}-{span.visible_end}{extended}.mp4")
-    return CutRequest(source=source, output=str(output), fps=strip_source_fps(strip),
-                      width=size[0], height=size[1], span=span, colorspace=strip.colorspace_settings.name,
-                      images=_image_list(strip, work_dir) if is_image_sequence(strip) else "",
+                           / f"{_slug(source.strip)}_{span.visible_start}-{span.visible_end}{extended}.mp4")
+    return CutRequest(source=source.path, output=str(output), fps=source.fps, width=source.width,
+                      height=source.height, span=span, colorspace=source.colorspace,
+                      images=_image_list(source, work_dir) if source.kind == shots.IMAGES else "",
                       extend=extend, frames=frames if extend else 0)
 
 
@@ -406,33 +428,39 @@ def describe_video(path: str, *, is_source_file: bool) -> PreparedMedia:
                          is_source_file=is_source_file, sha256=file_sha256(path))
 
 
-def _describe_source_file(strip: Any, path: str) -> PreparedMedia:
+def _describe_source_file(source: shots.Source) -> PreparedMedia:
     """The untouched source; files whose track cannot be parsed (fragmented mp4) are timed by Blender."""
-    if _picture_size(strip, path)[0] <= 0 or strip.frame_duration < 1:
-        raise MediaError(f"Blender cannot decode any frame of “{strip.name}” ({path}); "
+    if source.width <= 0 or source.frame_count < 1:
+        raise MediaError(f"Blender cannot decode any frame of “{source.strip}” ({source.path}); "
                          "check the file plays, then Generate again.")
-    if video_track_info(path) is not None:
-        return describe_video(path, is_source_file=True)
-    first, end = _visible_source_frames(strip)
-    fps = strip_source_fps(strip)
-    return PreparedMedia(path=path, duration=(end - first) / fps, fps=fps, frames=end - first,
-                         is_source_file=True, sha256=file_sha256(path))
+    if video_track_info(source.path) is not None:
+        return describe_video(source.path, is_source_file=True)
+    return PreparedMedia(path=source.path, duration=source.seconds, fps=source.fps, frames=source.frames,
+                         is_source_file=True, sha256=file_sha256(source.path))
 
 
 def prepare_video(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
                   on_progress: ProgressCallback | None = None, cut_output: str = "",
                   extend: str = "", frames: int = 0) -> PreparedMedia:
+    """``prepare_source_video`` for what a strip shows now (tests and tools that hold a strip)."""
+    _movie_path(strip)
+    return prepare_source_video(source_of(strip), work_dir, on_progress=on_progress, cut_output=cut_output,
+                                extend=extend, frames=frames)
+
+
+def prepare_source_video(source: shots.Source, work_dir: str, *, on_progress: ProgressCallback | None = None,
+                         cut_output: str = "", extend: str = "", frames: int = 0) -> PreparedMedia:
     """The video to upload, cut in this process (blocks: for background mode and tests).
 
-    ``on_progress(done, total)`` is called after each frame of a cut. ``scene`` is left
+    ``on_progress(done, total)`` is called after each frame of a cut. The user's scene is left
     exactly as it was: the cut renders a temporary scene of its own. ``cut_output``: where
     the cut goes; a finished file already there is that cut, and is used as it is. ``extend``/
     ``frames``: the visible frames extended to ``frames`` (see ``lengths``).
     """
-    source = _movie_path(strip)
-    if not needs_cut(strip, scene, extend=extend):
-        return _describe_source_file(strip, source)
-    request = _cut_request(strip, work_dir, cut_output, extend=extend, frames=frames)
+    _require_file(source)
+    if not source.needs_cut(extend):
+        return _describe_source_file(source)
+    request = _cut_request(source, work_dir, cut_output, extend=extend, frames=frames)
     if cut_output and video_track_info(cut_output) is not None:
         return describe_video(cut_output, is_source_file=False)
     try:
@@ -450,15 +478,23 @@ def background_cut_available() -> bool:
 
 def cut_video_command(strip: Any, scene: bpy.types.Scene, work_dir: str, *,
                       blender: str = "", output: str = "", extend: str = "", frames: int = 0) -> tuple[list[str], str]:
-    """The command line of a background Blender that cuts the strip, and the file it writes.
+    """``source_cut_command`` for what a strip shows now."""
+    _movie_path(strip)
+    return source_cut_command(source_of(strip), work_dir, blender=blender, output=output, extend=extend,
+                              frames=frames)
+
+
+def source_cut_command(source: shots.Source, work_dir: str, *, blender: str = "", output: str = "",
+                       extend: str = "", frames: int = 0) -> tuple[list[str], str]:
+    """The command line of a background Blender that cuts the shot's picture, and the file it writes.
 
     ``blender`` defaults to ``bpy.app.binary_path``, which is empty in the bpy module: check
-    ``background_cut_available()`` and use ``prepare_video`` there. Progress lines on the
+    ``background_cut_available()`` and use ``prepare_source_video`` there. Progress lines on the
     process's stdout read with ``parse_cut_progress``; afterwards ``describe_video(output,
     is_source_file=False)`` gives the PreparedMedia.
     """
     program = _cut_program(blender, "video")
-    return _background_cut(program, CUT_SCRIPT, _cut_request(strip, work_dir, output, extend=extend, frames=frames))
+    return _background_cut(program, CUT_SCRIPT, _cut_request(source, work_dir, output, extend=extend, frames=frames))
 
 
 def _cut_program(blender: str, what: str) -> str:
@@ -662,6 +698,41 @@ def _movie_sound_cut_request(strip: Any, work_dir: str, length: float = 0.0) -> 
     fps = strip_source_fps(strip)
     output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_sound_{first}-{end}.wav"
     return CutAudioRequest(source=source, output=str(output), start=first / fps, seconds=(end - first) / fps,
+                           length=length)
+
+
+def sound_strip_audio(strip: Any, scene: bpy.types.Scene) -> shots.Audio:
+    """What a sound strip plays, as plain data: its file, and where in it the visible part starts and ends."""
+    _require_sound(strip)
+    offset, seconds = _sound_visible_seconds(strip, scene)
+    sound = strip.sound
+    packed = sound is not None and sound.packed_file is not None
+    path = _strip_file(sound, sound.filepath) if sound is not None and not packed else ""
+    return shots.Audio(shots.AUDIO_STRIP, path, strip=strip.name, offset=offset, seconds=seconds,
+                       whole_file=not audio_needs_cut(strip), packed=packed)
+
+
+def movie_audio(strip: Any) -> shots.Audio:
+    """A movie strip's own sound over its visible range, as plain data."""
+    _require_movie(strip)
+    first, end = _visible_source_frames(strip)
+    fps = strip_source_fps(strip)
+    return shots.Audio(shots.AUDIO_MOVIE, video_file(strip), strip=strip.name, offset=first / fps if fps else 0.0,
+                       seconds=(end - first) / fps if fps else 0.0)
+
+
+def shot_audio_cut_request(audio: shots.Audio, work_dir: str, *, length: float = 0.0) -> CutAudioRequest:
+    """What to cut for a shot's sound strip or movie sound (not packed: see ``audio_cut_request``)."""
+    if audio.kind == shots.AUDIO_FILE:
+        return audio_file_cut_request(audio.path, work_dir, length=length)
+    what = "movie" if audio.kind == shots.AUDIO_MOVIE else "sound file"
+    if not os.path.isfile(audio.path):
+        raise MediaError(f"The {what} of “{audio.strip}” is missing: {audio.path}")
+    if not audio.seconds or audio.seconds <= 0:
+        raise MediaError(f"The sound strip “{audio.strip}” plays nothing; widen it on the timeline.")
+    stem = f"{_slug(audio.strip)}_sound" if audio.kind == shots.AUDIO_MOVIE else _slug(audio.strip)
+    output = pathlib.Path(work_dir) / f"{stem}_{round(audio.offset * 1000)}-{round(audio.seconds * 1000)}ms.wav"
+    return CutAudioRequest(source=audio.path, output=str(output), start=audio.offset, seconds=audio.seconds,
                            length=length)
 
 

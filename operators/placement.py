@@ -116,20 +116,16 @@ def lowest_free_channel(scene: bpy.types.Scene, above: int, start: int, end: int
     raise PlacementError("No free channels are left above the source strips for the result.")
 
 
-def _plan_slot(scene: bpy.types.Scene, sources: list[Any], length: int, sound_length: int,
-               floor_channel: int = 0) -> _Slot:
-    """Channels for the movie (and its sound) free over the longer of the two, from the source's start.
+def _plan_slot(scene: bpy.types.Scene, start: int, above: int, length: int, sound_length: int,
+               meta: Any = None) -> _Slot:
+    """Channels for the movie (and its sound) free over the longer of the two, from ``start``, above ``above``.
 
-    Both lie above the sources and above ``floor_channel`` (e.g. the earlier takes of the same source).
+    In ``meta`` (a meta strip) when the shot is inside one: the result goes in beside it.
     """
-    start = sources[0].frame_final_start
     with_sound = sound_length > 0
-    # A shot inside a meta strip gets its result inside that meta, above the sources in there.
-    meta = sources[0].parent_meta()
-    beside = [strip for strip in sources if strip.parent_meta() == meta]
     collection = compat.meta_contents(meta) if meta is not None else None
-    lowest = lowest_free_channel(scene, max(floor_channel, *(strip.channel for strip in beside)),
-                                 start, start + max(length, sound_length), 2 if with_sound else 1, collection)
+    lowest = lowest_free_channel(scene, above, start, start + max(length, sound_length), 2 if with_sound else 1,
+                                 collection)
     # Blender's own layout: a movie's sound just below its picture.
     if with_sound:
         return _Slot(movie_channel=lowest + 1, sound_channel=lowest, start=start, length=length, meta=meta)
@@ -373,13 +369,19 @@ def _push_undo_step(name: str) -> None:
 def place_result(scene: bpy.types.Scene, source_strip_name: str, video_path: str, *, job_id: str, name: str,
                  fallback_audio_path: str = "", mute_sources: bool = True,
                  source_strip_names: tuple[str, ...] = (), floor_channel: int = 0,
-                 properties: dict[str, Any] | None = None) -> list[str]:
+                 properties: dict[str, Any] | None = None, start: int | None = None, meta: str = "") -> list[str]:
     """Import the result of ``job_id`` above its sources; returns the new strip names, movie first.
 
     A job already imported in this scene is not imported again: its strips' names are returned.
     ``fallback_audio_path`` (the job's audio) becomes the sound when the result has none. The
     strips land above ``floor_channel`` too, and carry ``properties`` (custom properties) besides
     the job's id: set together, so a placed strip never lacks them.
+
+    ``start`` and ``meta`` (the slot of the job's shot, see ``shots.Slot``): the result lands there
+    (inside the meta strip so named, while it exists), above ``floor_channel``, wherever the source
+    strips are now; those that still exist lend their look and are muted. Without ``start`` (jobs
+    from before shots) it lands at the source's first visible frame, beside and above the sources,
+    which must exist.
     """
     existing = find_imported(scene, job_id)
     if existing:
@@ -387,15 +389,23 @@ def place_result(scene: bpy.types.Scene, source_strip_name: str, video_path: str
     if not os.path.isfile(video_path):
         raise PlacementError(f"The result video is missing: {video_path}")
     names = dict.fromkeys((source_strip_name, *source_strip_names))
-    sources = [_strip_named(scene, source) for source in names]
+    if start is None:
+        sources = [_strip_named(scene, source) for source in names]
+        start, inside = sources[0].frame_final_start, sources[0].parent_meta()
+        # A shot inside a meta strip gets its result inside that meta, above the sources in there.
+        floor_channel = max(floor_channel, *(strip.channel for strip in sources if strip.parent_meta() == inside))
+    else:
+        sources = [strip for strip in map(compat.all_strips(scene).get, names) if strip is not None]
+        inside = compat.all_strips(scene).get(meta) if meta else None
     fps = compat.scene_fps(scene)
     audio_path = video_path if _sound_seconds(video_path) > 0 else fallback_audio_path
     length = round(_result_seconds(video_path) * fps)
-    slot = _plan_slot(scene, sources, length, sound_length=round(_sound_seconds(audio_path) * fps),
-                      floor_channel=floor_channel)
+    slot = _plan_slot(scene, start, floor_channel, length, sound_length=round(_sound_seconds(audio_path) * fps),
+                      meta=inside)
     with _scene_settings_kept(scene):
         added = _add_strips(scene, video_path, audio_path if slot.sound_channel else "", slot, name)
-    inherit_look(sources[0], added[0])
+    if sources and sources[0].name == source_strip_name:  # the look of the source itself, never of its sound
+        inherit_look(sources[0], added[0])
     _make_paths_relative(added, bpy.data.filepath)
     new_names = _finish(scene, added, name, job_id, properties or {})
     if mute_sources:

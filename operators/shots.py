@@ -20,7 +20,6 @@ from . import lengths
 MOVIE = "MOVIE"
 IMAGES = "IMAGES"
 AUDIO_STRIP, AUDIO_FILE, AUDIO_MOVIE = "STRIP", "FILE", "MOVIE"
-UNTOUCHED_VIDEO_SUFFIXES = (".mp4", ".mov")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Any
 import bpy
 from bpy.props import EnumProperty
 
-from . import addon, compat, job_setup, placement
-from .jobs_ops import NetworkOperator, TalkingFaceOperator, report_started, runs_synchronously, start_planned
+from . import addon, compat, placement, timeline
+from .jobs_ops import NetworkOperator, TalkingFaceOperator, report_started, runs_synchronously, start_shot
 from .media import MediaError
 from .takes import Take, active_choice, stored_options, switch
 
@@ -38,13 +38,13 @@ def redo_take(context: bpy.types.Context) -> Take | None:
     return (choice.active or choice.playing) if choice is not None else None
 
 
-def redo_audio(scene: bpy.types.Scene, stored: dict[str, Any], source: Any) -> job_setup.AudioChoice:
+def redo_audio(scene: bpy.types.Scene, stored: dict[str, Any], source: Any) -> timeline.AudioChoice:
     audio = stored.get("audio", {})
     if audio.get("kind") == "STRIP":
-        return job_setup.AudioChoice("STRIP", strip=compat.all_strips(scene).get(audio.get("strip", "")))
+        return timeline.AudioChoice("STRIP", strip=compat.all_strips(scene).get(audio.get("strip", "")))
     if audio.get("kind") == "MOVIE":
-        return job_setup.AudioChoice("MOVIE", strip=source)
-    return job_setup.AudioChoice("FILE", path=audio.get("path", ""))
+        return timeline.AudioChoice("MOVIE", strip=source)
+    return timeline.AudioChoice("FILE", path=audio.get("path", ""))
 
 
 def redo_blocking_reason(context: bpy.types.Context) -> str | None:
@@ -110,20 +110,17 @@ class SEQUENCER_OT_talking_face_redo(NetworkOperator, bpy.types.Operator):
         stored = stored_options(take)
         source = compat.all_strips(context.scene)[take.movie[placement.SOURCE_PROPERTY]]
         audio = redo_audio(context.scene, stored, source)
-        reason = job_setup.shot_blocking_reason(context, source, audio)
-        if reason:
-            self.report({"ERROR"}, reason)
+        shot = timeline.read_shot(context, source, audio, options=StoredOptions(stored, timeline.settings(context)),
+                                  new_take=True)
+        if shot.reason:
+            self.report({"ERROR"}, shot.reason)
             return {"CANCELLED"}
-        sync = runs_synchronously(self.mode)
         try:
-            record, plan = job_setup.plan_job(
-                context, strip=source, audio=audio, options=StoredOptions(stored, job_setup.settings(context)),
-                new_take=True, defer=not sync, cut_program="" if sync else job_setup.background_cut_program())
+            record = start_shot(context, shot, addon.credentials(), sync=runs_synchronously(self.mode))
         except MediaError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        start_planned(record, plan, addon.credentials(), sync=sync)
-        return report_started(self, record, sync)
+        return report_started(self, record, runs_synchronously(self.mode))
 
 
 CLASSES = (SEQUENCER_OT_talking_face_take, SEQUENCER_OT_talking_face_redo)

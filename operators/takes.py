@@ -3,7 +3,7 @@
 A take's strips (its movie and its sound) carry the job's id like any placed result, and
 three custom properties (``placement.TAKE_PROPERTY`` and its neighbours): the take's
 number, the source strip's name, and the options it was made with as JSON
-(``job_setup.take_options``). The numbers count per source. A new take lands above the
+(``timeline.take_options``). The numbers count per source. A new take lands above the
 earlier ones and plays; the other takes of that source are muted, picture and sound.
 
 The operators that switch and redo takes are in ``take_ops``. All of it lives on the strips, so it is saved with the .blend and undone with it; nothing
@@ -19,7 +19,7 @@ from typing import Any
 import bpy
 
 from ..newport_api import JobRecord
-from . import compat, placement
+from . import compat, placement, shots
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,15 @@ def place_take(scene: bpy.types.Scene, record: JobRecord) -> list[str]:
     source = owner.get("source_strip", "")
     earlier = takes_of(scene, source)
     number = max((take.number for take in earlier), default=0) + 1
+    # Where the shot was when its job started (jobs from before shots: where its source is now).
+    slot = shots.Shot.from_dict(owner["shot"]).slot if owner.get("shot") else None
+    floor = max((strip.channel for take in earlier for strip in take.strips), default=0)
     name = f"{owner.get('result_name') or record.label or 'Talking Face'} {take_label(number)}"
     names = placement.place_result(
         scene, source, record.output_path, job_id=record.job_id, name=name,
         fallback_audio_path=owner.get("audio_path", ""), mute_sources=bool(owner.get("mute_sources", True)),
         source_strip_names=tuple(owner.get("source_strips", ())),
-        floor_channel=max((strip.channel for take in earlier for strip in take.strips), default=0),
+        floor_channel=max(floor, slot.floor_channel) if slot else floor, start=slot.start if slot else None,
         properties=take_properties(number, source, owner.get("options")))
     play(scene, source, number)
     record.label = name

@@ -8,8 +8,9 @@ import bpy
 
 from ..newport_api import JobRecord, Phase
 from ..newport_api.batches import summarize
-from ..operators import addon, compat, job_setup, jobs_ops, takes
+from ..operators import addon, compat, job_setup, jobs_ops, takes, timeline
 from ..operators.controller import elapsed_text, get_controller
+from ..operators.shots import Estimate
 
 MAX_LISTED_JOBS = 8
 CHARACTER_PIXELS = 6.5  # an average character of Blender's interface font at scale 1
@@ -57,7 +58,7 @@ def _draw_sources(layout: bpy.types.UILayout, context: bpy.types.Context, option
     if editor is not None:
         column.prop_search(options, "video_strip", editor, compat.ALL_STRIPS_PROPERTY, text="Movie")
         if not options.video_strip:
-            strip = job_setup.video_strip(context)
+            strip = timeline.video_strip(context)
             column.label(text=f"Using the active strip: {strip.name}" if strip else "No active movie strip")
     column.prop(options, "audio_source")
     if options.audio_source == "STRIP" and editor is not None:
@@ -95,7 +96,7 @@ def _draw_estimate(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
                        "the result is retimed to stay in sync.", icon="INFO")
 
 
-def _draw_length_choice(box: bpy.types.UILayout, context: bpy.types.Context, estimate: job_setup.Estimate) -> None:
+def _draw_length_choice(box: bpy.types.UILayout, context: bpy.types.Context, estimate: Estimate) -> None:
     """How much longer or shorter the audio is than the shot, and what to do about it."""
     longer = estimate.audio_seconds > estimate.video_seconds
     difference = abs(estimate.audio_seconds - estimate.video_seconds)

@@ -235,7 +235,7 @@ def test_the_confirmation_lists_each_shot_and_the_skipped_ones_with_their_reason
     for strip in compat.all_strips(edit):  # pasting a sound strip (Blender without Audaspace) deselects the rest
         strip.select = strip.name.startswith("Shot")
     shots = batch.read_shots(bpy.context, audio="OVERLAP", audio_channel=1, audio_pattern="", scope="SELECTED")
-    assert [(shot.strip.name, shot.audio_name) for shot in shots if not shot.reason] == [
+    assert [(shot.name, shot.audio_name) for shot in shots if not shot.reason] == [
         (f"Shot {i}", f"Line {i}") for i in (0, 1, 2, 4, 5)]
     assert [shot.reason for shot in shots if shot.reason] == [
         "No sound strip overlaps 'Shot 3' on channel 1 — add its dialogue there or pick another audio rule."]
