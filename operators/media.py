@@ -269,13 +269,6 @@ def visible_seconds(strip: Any, scene: bpy.types.Scene) -> float:
     return (end - first) / fps if fps > 0 else 0.0
 
 
-def visible_frames(strip: Any) -> int:
-    """How many source frames a movie or image-sequence strip shows."""
-    _require_movie(strip)
-    first, end = _visible_source_frames(strip)
-    return end - first
-
-
 def needs_cut(strip: Any, scene: bpy.types.Scene, *, extend: str = "") -> bool:
     """False when the strip shows its whole file and the service takes that file as it is.
 
@@ -375,19 +368,6 @@ def _image_list(source: shots.Source, work_dir: str) -> str:
 def _require_file(source: shots.Source) -> None:
     if not os.path.isfile(source.path):
         raise MediaError(f"The movie file of “{source.strip}” is missing: {source.path}")
-
-
-def video_selection(strip: Any, scene: bpy.types.Scene, *, extend: str = "",
-                    frames: int = 0) -> tuple[list[str], dict[str, Any]]:
-    """The files the strip's video comes from and what is taken from them (``shots.Source.key_inputs``)."""
-    _movie_path(strip)
-    return source_of(strip).key_inputs(extend, frames)
-
-
-def video_key(strip: Any, scene: bpy.types.Scene, *, extend: str = "", frames: int = 0) -> str:
-    """The content key of what the strip shows: equal keys send equal pictures (hashes the source)."""
-    _movie_path(strip)
-    return source_key(source_of(strip), extend=extend, frames=frames)
 
 
 def source_key(source: shots.Source, *, extend: str = "", frames: int = 0) -> str:

@@ -47,7 +47,7 @@ class PreparationPlan:
     audio: str = ""  # set with ``audio_command``: the WAV it writes
     hash_roles: tuple[str, ...] = ()  # roles of ``files`` whose content hash is still unknown
     files: dict[str, str] = field(default_factory=dict)  # role -> path
-    key_files: tuple[str, ...] = ()  # the files the video is taken from (``media.video_selection``)
+    key_files: tuple[str, ...] = ()  # the files the video is taken from (``shots.Source.key_inputs``)
     key_selection: dict[str, Any] = field(default_factory=dict)  # and what is taken from them
     cut_cache: str = ""  # with ``cut_command``: the folder of cuts kept by their content key
 
