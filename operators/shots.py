@@ -119,6 +119,7 @@ class Slot:
     length: int  # its visible length, in scene frames
     floor_channel: int  # the highest channel of the strips the result goes above (the source, its sound strip)
     sources: tuple[str, ...]  # those strips' names (muted once the result is placed, when asked)
+    meta: str = ""  # the meta strip the source is in (the result goes in beside it); '' at the top level
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def place_take(scene: bpy.types.Scene, record: JobRecord) -> list[str]:
         fallback_audio_path=owner.get("audio_path", ""), mute_sources=bool(owner.get("mute_sources", True)),
         source_strip_names=tuple(owner.get("source_strips", ())),
         floor_channel=max(floor, slot.floor_channel) if slot else floor, start=slot.start if slot else None,
+        meta=slot.meta if slot else "",
         properties=take_properties(number, source, owner.get("options")))
     play(scene, source, number)
     record.label = name

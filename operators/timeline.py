@@ -120,10 +120,12 @@ def read_shot(context: bpy.types.Context, strip, audio: AudioChoice, *, options=
     picture = media.is_video_strip(strip)
     source = media.source_of(strip, measure=measure) if picture else None
     sound = audio.strip if audio.kind == "STRIP" and audio.strip is not None else None
-    above = [strip] + ([sound] if sound is not None else [])
+    parts = [strip] + ([sound] if sound is not None else [])
+    meta = strip.parent_meta()
+    beside = [part for part in parts if part.parent_meta() == meta]  # channels count inside the shot's meta only
     slot = shots.Slot(scene=scene.name, channel=strip.channel, start=strip.frame_final_start,
-                      length=strip.frame_final_duration, floor_channel=max(part.channel for part in above),
-                      sources=tuple(part.name for part in above))
+                      length=strip.frame_final_duration, floor_channel=max(part.channel for part in beside),
+                      sources=tuple(part.name for part in parts), meta=meta.name if meta is not None else "")
     return shots.Shot(source=source, audio=_read_audio(scene, audio, options), slot=slot,
                       options=_read_options(context, options, audio, lengths_choice, new_take),
                       reason=shot_blocking_reason(strip, audio, options))

@@ -45,7 +45,7 @@ def make_shot(source=None, audio=None, **options):
     return shots.Shot(source=source or movie_source(),
                       audio=audio or shots.Audio("STRIP", "/media/line.wav", strip="Line A", offset=0.5, seconds=2.0),
                       slot=shots.Slot(scene="Edit", channel=2, start=11, length=50, floor_channel=2,
-                                      sources=("Shot A", "Line A")),
+                                      sources=("Shot A", "Line A"), meta="Reel 1"),
                       options=shots.Options(**options))
 
 
@@ -77,7 +77,7 @@ def test_a_shot_that_cannot_run_keeps_its_reason_and_lacks_its_source():
 
 def test_a_record_from_a_newer_version_with_more_fields_still_reads():
     data = make_shot().to_dict()
-    data["slot"]["meta"] = "Reel 1"
+    data["slot"]["channel_names"] = ["Dialogue"]
     data["options"]["something_new"] = 1
     assert shots.Shot.from_dict(data) == make_shot()
 
