@@ -662,23 +662,18 @@ def audio_needs_cut(strip: Any, *, length: float = 0.0) -> bool:
 
 
 def _sound_cut_request(strip: Any, scene: bpy.types.Scene, work_dir: str, length: float = 0.0) -> CutAudioRequest:
-    start, seconds = _sound_visible_seconds(strip, scene)
-    if seconds <= 0:
+    audio = sound_strip_audio(strip, scene)
+    if not audio.seconds:
         raise MediaError(f"The sound strip “{strip.name}” plays nothing; widen it on the timeline.")
-    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_{strip.frame_final_start}-{strip.frame_final_end}.wav"
-    return CutAudioRequest(source=_sound_source(strip, work_dir), output=str(output), start=start, seconds=seconds,
-                           length=length)
+    source = _sound_source(strip, work_dir)  # a packed sound is written out first
+    return shot_audio_cut_request(dataclasses.replace(audio, path=source, packed=False), work_dir, length=length)
 
 
 def _movie_sound_cut_request(strip: Any, work_dir: str, length: float = 0.0) -> CutAudioRequest:
-    source = _movie_path(strip)
+    _movie_path(strip)
     if not movie_has_audio(strip):
         raise MediaError(f"The movie of “{strip.name}” has no sound; choose a sound strip or a file.")
-    first, end = _visible_source_frames(strip)
-    fps = strip_source_fps(strip)
-    output = pathlib.Path(work_dir) / f"{_slug(strip.name)}_sound_{first}-{end}.wav"
-    return CutAudioRequest(source=source, output=str(output), start=first / fps, seconds=(end - first) / fps,
-                           length=length)
+    return shot_audio_cut_request(movie_audio(strip), work_dir, length=length)
 
 
 def sound_strip_audio(strip: Any, scene: bpy.types.Scene) -> shots.Audio:
