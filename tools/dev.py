@@ -270,6 +270,7 @@ class Suite:
     seconds: float = 0.0
     is_pytest: bool = True
     all_deselected: bool = False  # exit 5 because -k deselected every test: not a failure
+    log: str = field(default="", repr=False)  # the output of a run that was not echoed live
 
     @property
     def passed(self) -> int:
@@ -310,16 +311,22 @@ def parse_pytest_counts(output: str) -> dict[str, int] | None:
     return None
 
 
-def stream(command: Sequence[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``command`` in the repo root, echoing its output live; returns exit code and output."""
-    say("$ " + " ".join(rel(Path(part)) if part.startswith(str(REPO_ROOT)) else part for part in command))
+def shown(command: Sequence[str]) -> str:
+    return " ".join(rel(Path(part)) if part.startswith(str(REPO_ROOT)) else part for part in command)
+
+
+def stream(command: Sequence[str], env: dict[str, str] | None = None, *, echo: bool = True) -> tuple[int, str]:
+    """Run ``command`` in the repo root, echoing its output live unless not ``echo``; returns exit code and output."""
+    if echo:
+        say("$ " + shown(command))
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     assert process.stdout is not None
     chunks = []
     while chunk := os.read(process.stdout.fileno(), 65536):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+        if echo:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
         chunks.append(chunk)
     return process.wait(), b"".join(chunks).decode(errors="replace")
 
@@ -339,8 +346,11 @@ def run_ruff() -> Suite:
 
 
 def run_pytest(name: str, venv: Path, args: Sequence[str], keyword: str | None,
-               env: dict[str, str]) -> Suite:
-    """One pytest run; exit 5 (no tests collected) is a failure unless ``-k`` deselected them all."""
+               env: dict[str, str], *, echo: bool = True) -> Suite:
+    """One pytest run; exit 5 (no tests collected) is a failure unless ``-k`` deselected them all.
+
+    Without ``echo`` (runs side by side) its output is kept in ``Suite.log`` for the caller to print.
+    """
     suite = Suite(name)
     command = [str(venv_python(venv)), "-m", "pytest", *args, "-q", "-rs",
                f"--confcutdir={REPO_ROOT / 'tests'}"]
@@ -349,8 +359,10 @@ def run_pytest(name: str, venv: Path, args: Sequence[str], keyword: str | None,
     if sys.stdout.isatty():
         command.append("--color=yes")
     started = time.monotonic()
-    suite.exit_code, output = stream(command, env=env)
+    suite.exit_code, output = stream(command, env=env, echo=echo)
     suite.seconds = time.monotonic() - started
+    if not echo:
+        suite.log = f"[dev] {name}: $ {shown(command)}  [{suite.seconds:.0f}s]\n{output}"
     counts = parse_pytest_counts(output)
     if counts is None:
         suite.note = "no pytest summary line found"
@@ -416,17 +428,34 @@ def ensure_ffmpeg() -> Suite:
 
 
 def blender_suites(bpy_versions: Sequence[str], keyword: str | None, gui: bool) -> list[Suite]:
-    """Build the zip once, then run tests/blender against it in each bpy venv, then the GUI lane."""
+    """Build the zip once, then run tests/blender against it in every bpy venv at once, then the GUI lane.
+
+    The bpy lanes run side by side: each waits on Blender children and sandboxes most of the time
+    (about half a core each), which keeps the whole of ``.ci/run`` within 30 minutes on 2 cores.
+    Each has its own pytest temporary folder; their outputs are printed one after the other.
+    The GUI lane runs alone: it measures gaps in a real Blender's event loop.
+    """
     step, zip_path = build_for_tests(newest(bpy_versions or BLENDER_VERSIONS))
     suites = [step]
     names = [(f"tests/blender (bpy {version})", version) for version in bpy_versions]
-    names += [(GUI_SUITE, "")] if gui else []
-    for name, version in names:
-        if zip_path is None:
-            suites.append(Suite(name, note="zip did not build"))
-            continue
-        venv, tests = (venv_dir(bpy_venv_name(version)), "tests/blender") if version else (venv_dir("dev"), "tests/gui")
-        suites.append(run_pytest(name, venv, [tests], keyword, child_env(TALKING_FACE_ZIP=str(zip_path))))
+    if zip_path is None:
+        not_built = [name for name, _ in names] + ([GUI_SUITE] if gui else [])
+        return suites + [Suite(name, note="zip did not build") for name in not_built]
+    env = child_env(TALKING_FACE_ZIP=str(zip_path))
+    with tempfile.TemporaryDirectory(prefix="talking-face-lanes-") as temporary:
+        def lane(version: str) -> Suite:
+            basetemp = Path(temporary) / version
+            return run_pytest(f"tests/blender (bpy {version})", venv_dir(bpy_venv_name(version)),
+                              ["tests/blender", f"--basetemp={basetemp}"], keyword, env, echo=len(names) == 1)
+        if names:
+            say(f"tests/blender in {len(names)} bpy venvs side by side: " + ", ".join(bpy_versions))
+            with ThreadPoolExecutor(max_workers=len(names)) as pool:
+                lanes = list(pool.map(lane, bpy_versions))
+            for suite in lanes:
+                print(suite.log, end="" if suite.log.endswith("\n") else "\n", flush=True)
+            suites += lanes
+    if gui:
+        suites.append(run_pytest(GUI_SUITE, venv_dir("dev"), ["tests/gui"], keyword, env))
     return suites
 
 
