@@ -191,11 +191,7 @@ class JobStore:
         For a caller that must be the only thread running Python for a moment (see ``compat``'s
         notes on Blender's context overrides); the heartbeat starts again after it.
         """
-        with self._lock:
-            thread, self._heartbeat = self._heartbeat, None
-            self._heartbeat_stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._stop_heartbeat(only_when_idle=False, wait=None)  # waits out a beat under way
         try:
             yield
         finally:
@@ -204,13 +200,16 @@ class JobStore:
                     self._ensure_heartbeat()
 
     def _stop_heartbeat_if_idle(self) -> None:
+        self._stop_heartbeat(only_when_idle=True, wait=2.0)
+
+    def _stop_heartbeat(self, *, only_when_idle: bool, wait: float | None) -> None:
         with self._lock:
-            if self._claims or self._heartbeat is None:
+            if (only_when_idle and self._claims) or self._heartbeat is None:
                 return
             thread, self._heartbeat = self._heartbeat, None
             self._heartbeat_stop.set()
         if thread is not threading.current_thread():
-            thread.join(2.0)
+            thread.join(wait)
 
 
 def _same_claim(a: OwnerInfo, b: OwnerInfo) -> bool:

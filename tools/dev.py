@@ -443,14 +443,14 @@ def blender_suites(bpy_versions: Sequence[str], keyword: str | None, gui: bool) 
         return suites + [Suite(name, note="zip did not build") for name in not_built]
     env = child_env(TALKING_FACE_ZIP=str(zip_path))
     with tempfile.TemporaryDirectory(prefix="talking-face-lanes-") as temporary:
-        def lane(version: str) -> Suite:
+        def lane(name: str, version: str) -> Suite:
             basetemp = Path(temporary) / version
-            return run_pytest(f"tests/blender (bpy {version})", venv_dir(bpy_venv_name(version)),
-                              ["tests/blender", f"--basetemp={basetemp}"], keyword, env, echo=len(names) == 1)
+            return run_pytest(name, venv_dir(bpy_venv_name(version)), ["tests/blender", f"--basetemp={basetemp}"],
+                              keyword, env, echo=len(names) == 1)
         if names:
             say(f"tests/blender in {len(names)} bpy venvs side by side: " + ", ".join(bpy_versions))
             with ThreadPoolExecutor(max_workers=len(names)) as pool:
-                lanes = list(pool.map(lane, bpy_versions))
+                lanes = list(pool.map(lane, *zip(*names)))
             for suite in lanes:
                 print(suite.log, end="" if suite.log.endswith("\n") else "\n", flush=True)
             suites += lanes
