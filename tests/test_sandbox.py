@@ -588,6 +588,31 @@ def test_stop_interrupts_a_stall_promptly(session: requests.Session) -> None:
     assert not caller.is_alive() and len(failures) == 1
 
 
+def _wake_ups(thread: threading.Thread) -> int:
+    """How often the kernel has switched ``thread`` in since it started (its context switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's per-thread counters")
+def test_an_idle_sandbox_sleeps_until_called_and_still_stops_at_once(session: requests.Session) -> None:
+    """Tests run the sandbox inside Blender, where any thread waking to run Python while ``bpy.ops``
+    runs under a context override can crash Python 3.11 builds: idle listeners must not wake."""
+    with Sandbox() as sandbox:
+        Api(sandbox, session).call("/api/remaining_credits")  # every listener is up and has served
+        listeners = [thread for thread in threading.enumerate() if thread.name.startswith("newport-sandbox-")]
+        assert len(listeners) == 3
+        before = [_wake_ups(thread) for thread in listeners]
+        time.sleep(1.0)
+        after = [_wake_ups(thread) for thread in listeners]
+        assert after == before, "an idle listener woke up (serve_forever's poll wakes 20 times a second)"
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.0
+    assert not any(thread.is_alive() for thread in listeners)
+    with pytest.raises(requests.ConnectionError):
+        session.post(sandbox.base_url + "/api/remaining_credits", timeout=2)
+
+
 @pytest.mark.parametrize("phase", ["credits", "poll"])
 def test_malformed_json_fault(api: Api, sb: Sandbox, phase: str) -> None:
     sb.inject(phase, "malformed_json")

@@ -15,6 +15,7 @@ lives in the SandboxContext, whose members carry their own locks. Every wait
 
 from __future__ import annotations
 
+import contextlib
 import http
 import json
 import socket
@@ -269,7 +270,37 @@ class SandboxServer(ThreadingHTTPServer):
 
     def __init__(self, port: int, handler: type[SandboxHandler]) -> None:
         self.context: SandboxContext | None = None  # set by Sandbox.start() before serving
+        self._stop_requested = False
+        self._serving: threading.Thread | None = None
         super().__init__(("127.0.0.1", port), handler)
+
+    def serve_in_thread(self, name: str) -> None:
+        """Accept connections on a daemon thread that sleeps in ``select`` until one comes.
+
+        Not ``serve_forever``: that wakes every poll interval to look for ``shutdown()``, and
+        any thread waking to run Python while Blender runs ``bpy.ops`` under a context override
+        can crash Blender builds on Python 3.11 (see ``operators.compat``); a sandbox serving
+        tests inside Blender must stay asleep while nobody calls it. ``stop_serving`` wakes it.
+        """
+        self.timeout = None  # handle_request() waits for a connection as long as it takes
+        self._serving = threading.Thread(target=self._serve_until_stopped, name=name, daemon=True)
+        self._serving.start()
+
+    def _serve_until_stopped(self) -> None:
+        while not self._stop_requested:
+            self.handle_request()
+
+    def stop_serving(self, timeout: float) -> None:
+        """End ``serve_in_thread``'s loop: flag it, then wake its ``select`` with a connection of our own."""
+        self._stop_requested = True
+        if self._serving is None:
+            return
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=timeout).close()
+        self._serving.join(timeout)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return not self._stop_requested  # the wake-up connection (or any after stop) is closed unanswered
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # skips HTTPServer's getfqdn(), which can wait on DNS

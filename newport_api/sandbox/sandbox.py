@@ -4,8 +4,9 @@ Threading: start() and stop() may be called from any thread and are
 serialised by a lock; stop() is idempotent. inject(), clear_faults(), reset(),
 requests and count() are safe from any thread at any time, also while the
 listeners serve, because they only touch the locked FaultBook, RequestLog and
-SandboxStore. Each listener runs ``serve_forever`` on its own daemon thread
-and each connection gets its own daemon handler thread.
+SandboxStore. Each listener serves on its own daemon thread, asleep between
+connections (``SandboxServer.serve_in_thread``), and each connection gets its
+own daemon handler thread.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from .signing import Signer
 from .store import SandboxStore
 
 STOP_JOIN_SECONDS = 2.0
-_POLL_INTERVAL_SECONDS = 0.05  # how soon serve_forever notices shutdown()
 
 
 class Sandbox:
@@ -85,9 +85,7 @@ class Sandbox:
             self._context = self._build_context(storage_dir)
             for server in self._servers:
                 server.context = self._context
-                role = server.RequestHandlerClass.role
-                threading.Thread(target=server.serve_forever, name=f"newport-sandbox-{role}", daemon=True,
-                                 kwargs={"poll_interval": _POLL_INTERVAL_SECONDS}).start()
+                server.serve_in_thread(f"newport-sandbox-{server.RequestHandlerClass.role}")
             self._state = "running"
         return self
 
@@ -101,7 +99,7 @@ class Sandbox:
             assert context is not None
             context.stopping.set()  # ends stalls and throttles at once
             for server in self._servers:
-                server.shutdown()
+                server.stop_serving(STOP_JOIN_SECONDS)
             self._close_sockets()
             context.connections.close_all(STOP_JOIN_SECONDS)
             if self._given_storage_dir is None:

@@ -116,6 +116,23 @@ def make_movie(compat: ModuleType, path: pathlib.Path, *, frames: int, fps: floa
     return path
 
 
+def add_stretched_movie(extension: ModuleType, scene: bpy.types.Scene, path: pathlib.Path, *, frame_start: int,
+                        channel: int) -> Any:
+    """The movie added as the artist adds it with "Adjust Playback Rate": stretched to play in time.
+
+    Called as the extension calls it, with none of its threads running: an operator under a
+    context override beside a thread running Python can crash Blender (the extension's ``compat``).
+    """
+    compat = extension.operators.compat
+    before = {strip.as_pointer() for strip in compat.all_strips(scene)}
+    with extension.operators.controller.get_controller().store.heartbeat_paused(), \
+            compat.sequencer_context_override(scene):
+        bpy.ops.sequencer.movie_strip_add(filepath=str(path), frame_start=frame_start, channel=channel, sound=False,
+                                          adjust_playback_rate=True, use_framerate=False, set_view_transform=False)
+    [added] = [strip for strip in compat.all_strips(scene) if strip.as_pointer() not in before]
+    return added
+
+
 def movie_facts(compat: ModuleType, path: pathlib.Path) -> dict[str, float]:
     """Frame count, size and rate as Blender reads the movie (a fresh strip plays it 1:1)."""
     scene = _scratch_scene(compat, "movie facts", 25, (16, 16))

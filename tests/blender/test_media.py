@@ -137,14 +137,11 @@ def test_hold_offsets_are_honoured(compat, media, user_scene, source_movie, tmp_
     assert sample_media.read_frame_indices(compat, pathlib.Path(prepared.path), tmp_path / "frames") == expected
 
 
-def test_strip_played_at_the_scene_rate_is_cut_in_source_frames(compat, media, user_scene, source_movie, tmp_path):
+def test_strip_played_at_the_scene_rate_is_cut_in_source_frames(extension, compat, media, user_scene, source_movie,
+                                                                tmp_path):
     """A 25 fps movie stretched over a 30 fps scene (as the artist's "Adjust Playback Rate" does)."""
     compat.set_scene_fps(user_scene, 30)
-    with compat.sequencer_context_override(user_scene):
-        bpy.ops.sequencer.movie_strip_add(filepath=str(source_movie), frame_start=1, channel=1, sound=False,
-                                          adjust_playback_rate=True, use_framerate=False,
-                                          set_view_transform=False)
-    strip = compat.strips(user_scene)[0]
+    strip = sample_media.add_stretched_movie(extension, user_scene, source_movie, frame_start=1, channel=1)
     assert strip.frame_final_duration == 30, "the operator should stretch 25 frames over 30"
     strip.frame_offset_start = 6  # 0.2 s: source frames 0-4
     strip.frame_offset_end = 6

@@ -66,10 +66,7 @@ def edit(extension: ModuleType, files, prefs):
     held = compat.new_movie(scene, "Held", str(files["movie"]), channel=2, frame_start=101)
     held.animation_offset_start, held.animation_offset_end = 3, 2
     held.frame_offset_start = 4
-    with compat.sequencer_context_override(scene):  # as the artist adds a 30 fps clip: stretched to play in time
-        bpy.ops.sequencer.movie_strip_add(filepath=str(files["fast"]), frame_start=201, channel=2, sound=False,
-                                          adjust_playback_rate=True, use_framerate=False, set_view_transform=False)
-    retimed = next(strip for strip in compat.strips(scene) if strip.frame_final_start == 201)
+    retimed = sample_media.add_stretched_movie(extension, scene, files["fast"], frame_start=201, channel=2)
     retimed.name = "Retimed"
     retimed.frame_offset_start, retimed.frame_offset_end = 5, 5
     framed = compat.new_movie(scene, "Framed", str(files["movie"]), channel=4, frame_start=301)
