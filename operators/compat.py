@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
+import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -293,26 +293,25 @@ def no_proxy_job_when_headless() -> Iterator[None]:
         system.sequencer_proxy_setup = previous
 
 
-# The threads that run a job's Python (newport_api.worker, operators.preparation); not the
-# store's heartbeat or a key check, which never end while Blender runs.
-_JOB_THREAD_NAME = re.compile(r"talking-face-(prepare-)?[0-9a-f]{8}")
-JOB_THREADS_WAIT_SECONDS = 300.0
+# Blender's ``bpy.ops`` releases the GIL while the operator runs, and reads context members
+# overridden with ``temp_override`` after asking Python whether this thread holds the GIL. Up to
+# Python 3.11 that question is answered process-wide ("some thread holds it"; 3.12 made it per
+# thread), so when another thread runs Python at that moment Blender reads Python objects without
+# the GIL: a segfault in ``PyDict_GetItem`` from ``BPY_context_member_get``, measured in
+# ``movie_strip_add`` on the 4.2, 4.5 and 5.0 wheels beside job threads, and beside a sandbox
+# whose listeners woke 20 times a second. Official Blender builds (4.2 to 5.0) ship Python 3.11.
+OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS = sys.version_info < (3, 12)
+# The threads that run this extension's Python now and then: a job's (newport_api.worker,
+# operators.preparation) and a key check. The store's heartbeat is paused instead (controller).
+_JOB_THREAD_NAME = re.compile(r"talking-face-(prepare-[0-9a-f]{8}|[0-9a-f]{8}|key-check)")
 
 
-def wait_for_job_threads_when_headless(timeout: float = JOB_THREADS_WAIT_SECONDS) -> None:
-    """In background mode, let the running jobs' threads end before an operator call with a context override.
+def overridden_operator_must_wait() -> bool:
+    """True while a ``bpy.ops`` call under a context override could crash Blender: wait for the job threads.
 
-    During such a call Blender (Python 3.11 builds) reads the overridden context members
-    with the GIL released, taking it back only when no other thread holds it: a job thread
-    running Python at that moment crashed bpy 4.2 and 5.0 inside ``movie_strip_add`` (a
-    segfault in ``PyDict_GetItem`` from ``BPY_context_member_get``), when a result of another
-    rate was placed while other shots uploaded. Headless, job threads end on their own and
-    nobody waits on the tick, so waiting costs only throughput; ``timeout`` bounds it for a
-    job held up by its service. With a window nothing waits: the main thread must stay free.
+    The caller puts the call off (the tick tries again) rather than block the main thread;
+    the threads end on their own when their jobs are done.
     """
-    if not bpy.app.background:
-        return
-    deadline = time.monotonic() + timeout
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and _JOB_THREAD_NAME.fullmatch(thread.name):
-            thread.join(max(0.0, deadline - time.monotonic()))
+    return OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS and any(
+        _JOB_THREAD_NAME.fullmatch(thread.name) for thread in threading.enumerate()
+        if thread is not threading.current_thread())

@@ -55,6 +55,7 @@ MAX_EVENTS_PER_TICK = 500
 MAX_IMPORTS_PER_TICK = 1
 OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far less often
 WATCH_SECONDS = 2.0  # how often the monitor checks whether another Blender left a job behind
+QUIET_POLL_SECONDS = 0.05  # run_sync, waiting for the jobs' threads before placing a result (placement.PlacementDeferred)
 WAITING_MESSAGE = "Waiting in the queue"
 PAUSED_KEY = "queue_paused"  # in a record's owner data: held by Pause until Resume (saved: survives a reopen)
 PAUSED_MESSAGE = "Waiting: the queue is paused"
@@ -85,6 +86,8 @@ class JobController:
         self._refused: dict[str, float] = {}  # job id → when a claim on it last failed
         self._last_watch = 0.0  # when the monitor last looked for jobs another Blender left behind
         self._placed_unsaved: dict[str, str] = {}  # job id → the .blend it was placed in, until that is saved
+        # Downloaded results that wait for the jobs' threads to end before they are placed (placement.PlacementDeferred).
+        self._awaiting_quiet: set[str] = set()
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
         self._open_batches: set[str] = set()  # batches with jobs queued or running here: announced when they end
         self._batch_check_due = False  # a job ended outside the events (a cancel): look at open batches
@@ -136,6 +139,9 @@ class JobController:
             JobRunner(client, record, save=self.store.save, emit=report).run()
         if record.phase == Phase.DOWNLOADED:
             self.place(record)
+            while record.job_id in self._awaiting_quiet:  # other jobs' threads run: synchronous means wait
+                time.sleep(QUIET_POLL_SECONDS)
+                self.tick()
             report(JobEvent(record.job_id, record.phase.value, record.message, None, record.to_dict()))
         return record
 
@@ -186,6 +192,8 @@ class JobController:
     def _start_waiting(self) -> bool:
         """Start waiting jobs, earliest on the timeline first, while slots are free (held ones stay)."""
         if not self._waiting or not bpy.app.online_access:  # offline: they start once it is back
+            return False
+        if self._awaiting_quiet:  # no new job threads until the result waiting for them to end is placed
             return False
         free = max(1, self.max_parallel_jobs()) - self.running_count()
         if free <= 0:
@@ -267,7 +275,14 @@ class JobController:
             self._open_batches.add(batch)
 
     def _announce_ended_batches(self) -> None:
-        """Each batch run here whose last job just finished: its summary, once (``on_batch_end``)."""
+        """Each batch run here whose last job just finished: its summary, once (``on_batch_end``).
+
+        With a window the summary is an operator's report under a context override, which waits
+        for the jobs' threads to end like a placement (``compat.overridden_operator_must_wait``).
+        """
+        if not bpy.app.background and compat.overridden_operator_must_wait():
+            self._batch_check_due = True  # looked at again on the next tick, cheaply
+            return
         self._batch_check_due = False
         members: dict[str, list[JobRecord]] = {batch: [] for batch in self._open_batches}
         moving: set[str] = set()  # one pass, no sorting: this runs on ticks while a batch is open
@@ -397,9 +412,13 @@ class JobController:
         changed = self._drain_events() or changed
         changed = self._start_waiting() or changed
         imports = 0
+        self._awaiting_quiet = {job_id for job_id in self._awaiting_quiet if self._downloaded_here(job_id)}
+        still_busy = bool(self._awaiting_quiet) and compat.overridden_operator_must_wait()
         for record in list(self.views.values()):
             if imports >= MAX_IMPORTS_PER_TICK:
                 break
+            if record.job_id in self._awaiting_quiet and still_busy:
+                continue
             if record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record):
                 self.place(record)
                 imports += 1
@@ -558,6 +577,11 @@ class JobController:
                                    f"{record.output_path} — add it from the file browser.")
             with self._only_this_thread_runs_python():
                 names = takes.place_take(scene, record)  # the source's next take, above the earlier ones
+        except placement.PlacementDeferred as reason:
+            self._awaiting_quiet.add(record.job_id)
+            record.message = f"Downloaded — {reason}"
+            self.views[record.job_id] = record
+            return
         except NewportError as error:
             record.fail(error)
         except placement.PlacementError as error:
@@ -568,6 +592,7 @@ class JobController:
                 f"The result was downloaded to {record.output_path} but could not be placed on the timeline "
                 f"({error}) — add it from the file browser."))
         else:
+            self._awaiting_quiet.discard(record.job_id)
             record.owner["imported_strips"] = names
             record.owner[PLACEMENT_SAVED] = ""
             self._placed_unsaved[record.job_id] = bpy.data.filepath
@@ -576,10 +601,13 @@ class JobController:
         self.views[record.job_id] = record
 
     def _only_this_thread_runs_python(self) -> contextlib.AbstractContextManager[None]:
-        """Headless, the store's heartbeat stops while a result is placed (see ``compat``'s
-        ``wait_for_job_threads_when_headless``: a thread running Python during ``movie_strip_add``
-        crashed Blender); a result placed here keeps its claim, hence the heartbeat, until a save."""
-        return self.store.heartbeat_paused() if bpy.app.background else contextlib.nullcontext()
+        """The store's heartbeat stops while a result is placed, where a thread running Python during
+        ``movie_strip_add`` can crash Blender (``compat.OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS``; the
+        jobs' threads are waited for instead); a result placed here keeps its claim, hence the heartbeat,
+        until a save."""
+        if compat.OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS:
+            return self.store.heartbeat_paused()
+        return contextlib.nullcontext()
 
     def placements_saved(self, old_path: str, new_path: str) -> None:
         """After a save: the results placed in the file since its last save are in ``new_path`` now."""
@@ -637,6 +665,10 @@ class JobController:
         """
         if job_id not in self._placed_unsaved:
             self.store.release(job_id)
+
+    def _downloaded_here(self, job_id: str) -> bool:
+        view = self.views.get(job_id)
+        return view is not None and view.phase == Phase.DOWNLOADED and self._belongs_to_open_file(view)
 
     def _belongs_to_open_file(self, record: JobRecord) -> bool:
         return record.owner.get("blend_file", "") == bpy.data.filepath

@@ -12,7 +12,8 @@ right only when the result's frame rate is the scene's. Otherwise only
 in real time (a 25 fps clip over 1.2× the frames of a 30 fps scene); setting the speed
 through the data API instead (``retiming_keys.add()``/``reset()`` on a fresh strip)
 crashes bpy 4.5 and 5.0. So the movie comes from the data API where that gives the
-right length and from the operator where only it does. Sound always comes from
+right length and from the operator where only it does; as that operator may not run beside
+the jobs' threads on most builds (see ``compat``), such a result waits for them to end. Sound always comes from
 ``strips.new_sound``: sound strips play in seconds, so its length is right at any rate.
 """
 
@@ -45,6 +46,13 @@ TRANSFORM_KEPT = ("offset_x", "offset_y", "rotation", "origin", "filter")
 
 class PlacementError(Exception):
     """The result cannot be placed; the message is one sentence for the artist."""
+
+
+class PlacementDeferred(Exception):
+    """The result can be placed only when the jobs' threads have ended (``compat.overridden_operator_must_wait``).
+
+    Raised before anything is added: the caller leaves the result waiting and tries again later.
+    """
 
 
 @dataclass(frozen=True)
@@ -179,8 +187,9 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
     lengths (a change of fps, reloading the file) recomputes the size and leaves it
     short by that trim.
     """
+    if compat.overridden_operator_must_wait():
+        raise PlacementDeferred("placed when the running jobs are done")
     before = {strip.as_pointer() for strip in compat.all_strips(scene)}
-    compat.wait_for_job_threads_when_headless()
     try:
         with compat.sequencer_context_override(scene), compat.no_proxy_job_when_headless():
             result = bpy.ops.sequencer.movie_strip_add(

@@ -42,9 +42,9 @@ def make_media(folder: pathlib.Path, *, at_scene_rate: bool = False) -> list[dic
     """Per shot, its movie and its dialogue (as plain paths: a child session gets them as JSON).
 
     ``at_scene_rate``: the same sizes and lengths in seconds, all at the scene's rate. For the
-    killed-batch session, whose queue the sandbox holds still: headless, a result of another rate
-    waits for the running jobs' threads before ``movie_strip_add`` places it (that operator crashed
-    bpy while they ran: ``compat.wait_for_job_threads_when_headless``), and a held queue would hold
+    killed-batch session, whose queue the sandbox holds still: a result of another rate waits
+    for the running jobs' threads to end before ``movie_strip_add`` places it (that operator crashed
+    bpy while they ran: ``compat.overridden_operator_must_wait``), and a held queue would hold
     those placements too. ``test_results_of_other_rates_placed_while_shots_upload_do_not_crash_blender``
     and the GUI lane place every rate.
     """

@@ -13,6 +13,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -122,6 +123,34 @@ def test_result_is_placed_in_a_scene_that_is_not_shown(compat, placement, silent
         assert NAME not in [strip.name for strip in compat.all_strips(shown)]
     finally:
         scene.name = "Background scene (done)"  # kept, not removed: see conftest.KEEP_SCENES_NOTE
+
+
+# Up to Python 3.11 "does this thread hold the GIL?" is answered process-wide, which is what fools
+# Blender's context lookups during ``bpy.ops`` (the extension's ``compat``); 3.12 answers per thread.
+PYTHON_WITH_PROCESS_WIDE_THREAD_STATE = sys.version_info < (3, 12)
+
+
+def test_a_result_of_another_rate_waits_while_a_job_thread_runs(compat, placement, user_scene, silent_result):
+    """Such a result needs ``movie_strip_add``, which crashed Blender beside a job thread running Python:
+    it is put off (nothing added) while one runs, and placed once it has ended."""
+    build_timeline(compat, user_scene, silent_result, 30)
+    before = strip_state(compat, user_scene)
+    finish = threading.Event()
+    job_thread = threading.Thread(target=finish.wait, name="talking-face-0123abcd", daemon=True)
+    job_thread.start()
+    try:
+        if PYTHON_WITH_PROCESS_WIDE_THREAD_STATE:
+            with pytest.raises(placement.PlacementDeferred):
+                place(placement, user_scene, silent_result)
+            assert strip_state(compat, user_scene) == before, "nothing added, nothing muted"
+        else:
+            assert place(placement, user_scene, silent_result) == [NAME]
+    finally:
+        finish.set()
+        job_thread.join()
+    names = place(placement, user_scene, silent_result)  # placed now (or found placed: never twice)
+    movie = compat.all_strips(user_scene)[names[0]]
+    assert abs(movie.frame_final_duration - RESULT_SECONDS * 30) <= 1 and movie.frame_final_start == SOURCE_START
 
 
 def test_a_job_is_never_imported_twice(compat, placement, user_scene, silent_result):

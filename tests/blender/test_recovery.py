@@ -585,7 +585,7 @@ def test_results_of_other_rates_placed_while_shots_upload_do_not_crash_blender(p
     """The twelve shots of mixed rates, ticked as the monitor does while other shots upload: every
     result of another rate goes through ``movie_strip_add``, which crashed such sessions (a segfault
     in Blender's context lookup; here about one run in four, and three in four in the killed-batch
-    test) until placement waited for the job threads headless (``compat.wait_for_job_threads_when_headless``)."""
+    test) until such a result waited for the job threads to end (``compat.overridden_operator_must_wait``)."""
     import batch_edit
 
     with sandbox_type(processing_seconds=0.3) as sandbox:
