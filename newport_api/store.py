@@ -55,19 +55,24 @@ class JobStore:
         return self.path_for(job_id).with_suffix(".owner")
 
     def save(self, record: JobRecord) -> None:
+        """Write the record whole (a temporary file synced, then renamed over the old one).
+
+        Not under the store's lock: the sync can take a slow disk tens of milliseconds, and the
+        host's thread asks that lock about claims on every tick. Each record has one writer at a
+        time (its runner, else the host), and renames are atomic, so writers need no lock.
+        """
         payload = json.dumps(record.to_dict(), indent=1, sort_keys=True).encode()
-        with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".job-", suffix=".tmp")
-            try:
-                with os.fdopen(handle, "wb") as out:
-                    out.write(payload)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, self.path_for(record.job_id))
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".job-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(payload)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path_for(record.job_id))
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
     def load(self, job_id: str) -> JobRecord | None:
         try:
@@ -84,8 +89,7 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         """Remove a finished job's record; its lock files go too unless another process holds the job."""
-        with self._lock:
-            self.path_for(job_id).unlink(missing_ok=True)
+        self.path_for(job_id).unlink(missing_ok=True)
         owner = self.owner_of(job_id)
         if owner is not None and owner.alive and not self.holds(job_id):
             return
@@ -177,9 +181,16 @@ class JobStore:
     def _beat(self, stop: threading.Event) -> None:
         while not stop.wait(ownership.HEARTBEAT_SECONDS):
             with self._lock:
-                if stop.is_set():
-                    return
-                for job_id, claim in self._claims.items():
+                job_ids = list(self._claims)
+            for job_id in job_ids:
+                # One owner file per turn of the lock: a host asking about claims meanwhile waits for
+                # one small write, not for all of them; a claim released meanwhile is not written back.
+                with self._lock:
+                    claim = self._claims.get(job_id)
+                    if stop.is_set():
+                        return
+                    if claim is None:
+                        continue
                     claim.owner = replace(claim.owner, heartbeat=time.time())
                     with contextlib.suppress(OSError):  # a full disk must not end the claim
                         ownership.write_owner(self.owner_path_for(job_id), claim.owner)

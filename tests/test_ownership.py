@@ -240,6 +240,72 @@ def test_while_the_heartbeat_is_paused_no_heartbeat_thread_runs_and_the_claim_ho
     store.release("job1")
 
 
+def answers_within(seconds: float, question: Callable[[], Any]) -> Any:
+    """``question()``'s answer, asked on another thread; fails when it takes longer than ``seconds``."""
+    answers: list[Any] = []
+    asking = threading.Thread(target=lambda: answers.append(question()), daemon=True)
+    asking.start()
+    asking.join(seconds)
+    assert answers, f"still waiting after {seconds} s: the host's thread would freeze"
+    return answers[0]
+
+
+def test_a_save_waiting_on_a_slow_disk_never_holds_up_the_claims(store_dir, monkeypatch, tmp_path):
+    """The host asks about claims on every tick (Blender's main thread): a job thread's save whose
+    sync to disk takes long must not make it wait."""
+    store = JobStore(store_dir)
+    assert store.claim("job1")
+    syncing, disk_done = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor: int) -> None:
+        syncing.set()
+        disk_done.wait(10)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    record = JobRecord(video="v.mp4", audio="a.wav", output_path=str(tmp_path / "out.mp4"))
+    saving = threading.Thread(target=store.save, args=(record,), daemon=True)
+    saving.start()
+    assert syncing.wait(5)
+    try:
+        assert answers_within(1.0, lambda: store.holds("job1")) is True
+        assert answers_within(1.0, store.claimed_ids) == ["job1"]
+        assert answers_within(1.0, lambda: store.claim("job2")) is True
+        answers_within(1.0, lambda: store.release("job2"))
+    finally:
+        disk_done.set()
+        saving.join(5)
+    assert store.load(record.job_id) == record
+    store.release("job1")
+
+
+def test_a_heartbeat_over_many_claims_lets_the_host_in_between_files(store_dir, monkeypatch):
+    """Each owner file is written under the lock on its own: a beat over 40 claims on a slow disk
+    (20 ms a file, 0.8 s in all) keeps the host waiting for one file at most."""
+    monkeypatch.setattr(ownership, "HEARTBEAT_SECONDS", 0.05)
+    store = JobStore(store_dir)
+    job_ids = [f"job{index}" for index in range(40)]
+    assert all(store.claim(job_id) for job_id in job_ids)
+    real_write, writes = ownership.write_owner, []
+
+    def slow_write(path: Path, owner: OwnerInfo) -> None:
+        writes.append(path)
+        time.sleep(0.02)
+        real_write(path, owner)
+
+    monkeypatch.setattr(ownership, "write_owner", slow_write)
+    wait_for(lambda: len(writes) >= 5, "a beat under way")
+    waits = []
+    while len(writes) < 35:
+        started = time.monotonic()
+        answers_within(1.0, lambda: store.holds("job0"))
+        waits.append(time.monotonic() - started)
+    assert max(waits) < 0.2, f"the host waited {max(waits):.2f} s for the heartbeat"
+    for job_id in job_ids:
+        store.release(job_id)
+
+
 # -- a job runs in one process only --------------------------------------------------------------------
 
 def make_job(store: JobStore, video: Path, audio: Path, tmp_path: Path, name: str = "result.mp4") -> JobRecord:
