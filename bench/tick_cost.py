@@ -4,7 +4,8 @@ Runs inside a bpy venv with the extension installed from the built zip.  The job
 are real: the controller's ``JobWorker`` runs one thread per job with the real
 ``JobRunner``, which emits the real ``JobEvent``s (a snapshot of the whole record
 at each save, and between saves at most one progress event per job, without a
-snapshot, every ``RunnerSettings.progress_interval``).
+snapshot, every ``RunnerSettings.progress_interval``, which the controller sets to its
+tick period: a job has one progress event per tick to show, at most).
 Only the network is scripted: each job's client "uploads" in 1 MiB steps,
 ``CHUNKS_PER_SECOND`` a second, waiting between steps the way a socket write does,
 for as long as the measurement lasts.  That is the busiest a job gets: every job

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import bpy
 
-from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, Phase
+from ..newport_api import JobEvent, JobRecord, JobRunner, JobStore, JobWorker, Phase, RunnerSettings
 from ..newport_api.batches import BatchSummary, summarize
 from ..newport_api.errors import NewportError
 from ..newport_api.http import check_base_url
@@ -51,6 +51,7 @@ from .addon import Credentials, credentials, preferred_parallel_jobs, user_folde
 from .job_inputs import apply_prepared
 from .preparation import PreparationPlan, PreparationTask, PreparedInputs, carry_out
 
+TICK_SECONDS = 0.2  # the monitor's period (jobs_ops), and so the most often a job's progress can show
 MAX_EVENTS_PER_TICK = 500
 MAX_IMPORTS_PER_TICK = 1
 OWNER_CACHE_SECONDS = 1.0  # the panel asks on every redraw; owners change far less often
@@ -68,7 +69,8 @@ PLACEMENT_SAVED = "placement_saved"
 class JobController:
     def __init__(self, store: JobStore) -> None:
         self.store = store
-        self.worker = JobWorker(store=store)
+        # A job's progress more often than the monitor looks would only be drained and dropped unseen.
+        self.worker = JobWorker(store=store, settings=RunnerSettings(progress_interval=TICK_SECONDS))
         self._owner_updates: dict[str, dict] = {}  # owner changes waiting for a running job to stop
         self._key_check: threading.Thread | None = None
         self._preparations: dict[str, PreparationTask] = {}  # jobs whose inputs are being prepared
@@ -414,12 +416,12 @@ class JobController:
         imports = 0
         self._awaiting_quiet = {job_id for job_id in self._awaiting_quiet if self._downloaded_here(job_id)}
         still_busy = bool(self._awaiting_quiet) and compat.overridden_operator_must_wait()
-        for record in list(self.views.values()):
+        for record in [record for record in self.views.values() if record.phase is Phase.DOWNLOADED]:
             if imports >= MAX_IMPORTS_PER_TICK:
                 break
             if record.job_id in self._awaiting_quiet and still_busy:
                 continue
-            if record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record):
+            if self._belongs_to_open_file(record):
                 self.place(record)
                 imports += 1
                 changed = True

@@ -16,12 +16,11 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 from ..newport_api import JobRecord, Phase
 from . import addon, compat, job_setup, timeline
 from .addon import Credentials
-from .controller import get_controller
+from .controller import TICK_SECONDS, get_controller
 from .media import MediaError
 from .preparation import PreparationPlan
 from .shots import Shot
 
-TICK_SECONDS = 0.2
 RUN_MODES = (
     ("AUTO", "Auto", "Run in the background with a window, to completion without one"),
     ("ASYNC", "Async", "Always run in worker threads (for scripts that drive the controller's tick)"),
