@@ -24,7 +24,7 @@ import importlib
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import bpy
@@ -304,6 +304,35 @@ OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS = sys.version_info < (3, 12)
 # The threads that run this extension's Python now and then: a job's (newport_api.worker,
 # operators.preparation) and a key check. The store's heartbeat is paused instead (controller).
 _JOB_THREAD_NAME = re.compile(r"talking-face-(prepare-[0-9a-f]{8}|[0-9a-f]{8}|key-check)")
+
+
+# How to pause this extension's threads that wake now and then on their own (the job store's
+# heartbeat), by name: registered by their owners, entered around every overridden operator call.
+_PAUSES: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {}
+
+
+def pause_around_overridden_operators(name: str,
+                                      pause: Callable[[], contextlib.AbstractContextManager[None]] | None) -> None:
+    """Register ``pause()``: a context manager in which one of our periodic threads does not run (None: forget it)."""
+    if pause is None:
+        _PAUSES.pop(name, None)
+    else:
+        _PAUSES[name] = pause
+
+
+@contextlib.contextmanager
+def periodic_threads_paused() -> Iterator[None]:
+    """Around a ``bpy.ops`` call under a context override: our periodic threads stay asleep.
+
+    The jobs' threads are waited for instead (``overridden_operator_must_wait``): they end on their own.
+    """
+    if not OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for pause in list(_PAUSES.values()):
+            stack.enter_context(pause())
+        yield
 
 
 def overridden_operator_must_wait() -> bool:

@@ -577,8 +577,7 @@ class JobController:
             if scene is None:
                 raise NewportError(f"The scene '{owner.get('scene')}' is gone; the result is saved at "
                                    f"{record.output_path} — add it from the file browser.")
-            with self._only_this_thread_runs_python():
-                names = takes.place_take(scene, record)  # the source's next take, above the earlier ones
+            names = takes.place_take(scene, record)  # the source's next take, above the earlier ones
         except placement.PlacementDeferred as reason:
             self._awaiting_quiet.add(record.job_id)
             record.message = f"Downloaded — {reason}"
@@ -601,15 +600,6 @@ class JobController:
             record.set_phase(Phase.DONE, "Placed on the timeline")
         self.store.save(record)
         self.views[record.job_id] = record
-
-    def _only_this_thread_runs_python(self) -> contextlib.AbstractContextManager[None]:
-        """The store's heartbeat stops while a result is placed, where a thread running Python during
-        ``movie_strip_add`` can crash Blender (``compat.OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS``; the
-        jobs' threads are waited for instead); a result placed here keeps its claim, hence the heartbeat,
-        until a save."""
-        if compat.OVERRIDDEN_OPERATORS_RACE_PYTHON_THREADS:
-            return self.store.heartbeat_paused()
-        return contextlib.nullcontext()
 
     def placements_saved(self, old_path: str, new_path: str) -> None:
         """After a save: the results placed in the file since its last save are in ``new_path`` now."""
@@ -938,7 +928,7 @@ def report_in_blender(message: str, level: str) -> None:
     if window is None:
         bpy.ops.sequencer.talking_face_batch_report(message=message, level=level)
         return
-    with bpy.context.temp_override(window=window, screen=window.screen):
+    with compat.periodic_threads_paused(), bpy.context.temp_override(window=window, screen=window.screen):
         bpy.ops.sequencer.talking_face_batch_report("INVOKE_DEFAULT", message=message, level=level)
 
 
@@ -986,6 +976,14 @@ def elapsed_text(record: JobRecord, now: float | None = None) -> str:
 
 
 _controller: JobController | None = None
+
+
+def _heartbeat_paused() -> contextlib.AbstractContextManager[None]:
+    """The store's heartbeat wakes every few seconds: asleep around overridden operator calls (``compat``)."""
+    return _controller.store.heartbeat_paused() if _controller is not None else contextlib.nullcontext()
+
+
+compat.pause_around_overridden_operators("job store heartbeat", _heartbeat_paused)
 
 
 def get_controller() -> JobController:

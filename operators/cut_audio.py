@@ -411,7 +411,7 @@ def _cut_with_mixdown(request: CutAudioRequest, on_progress: ProgressCallback | 
             wanted_from = step + first
             scene.frame_start = wanted_from // step
             scene.frame_end = max(scene.frame_start, math.ceil((wanted_from + total) / step) - 1)
-            with bpy.context.temp_override(scene=scene):
+            with compat.periodic_threads_paused(), bpy.context.temp_override(scene=scene):
                 result = bpy.ops.sound.mixdown(filepath=str(mixed), check_existing=False, container="WAV",
                                                codec="PCM", format="S16", mixrate=rate,
                                                channels=_mixdown_channels(strip.sound))

@@ -191,7 +191,8 @@ def _add_with_operator(scene: bpy.types.Scene, video_path: str, slot: _Slot, nam
         raise PlacementDeferred("placed when the running jobs are done")
     before = {strip.as_pointer() for strip in compat.all_strips(scene)}
     try:
-        with compat.sequencer_context_override(scene), compat.no_proxy_job_when_headless():
+        with compat.periodic_threads_paused(), compat.sequencer_context_override(scene), \
+                compat.no_proxy_job_when_headless():
             result = bpy.ops.sequencer.movie_strip_add(
                 filepath=video_path, frame_start=slot.start, channel=slot.movie_channel, sound=False,
                 adjust_playback_rate=True, use_framerate=False, set_view_transform=False)

@@ -125,8 +125,7 @@ def add_stretched_movie(extension: ModuleType, scene: bpy.types.Scene, path: pat
     """
     compat = extension.operators.compat
     before = {strip.as_pointer() for strip in compat.all_strips(scene)}
-    with extension.operators.controller.get_controller().store.heartbeat_paused(), \
-            compat.sequencer_context_override(scene):
+    with compat.periodic_threads_paused(), compat.sequencer_context_override(scene):
         bpy.ops.sequencer.movie_strip_add(filepath=str(path), frame_start=frame_start, channel=channel, sound=False,
                                           adjust_playback_rate=True, use_framerate=False, set_view_transform=False)
     [added] = [strip for strip in compat.all_strips(scene) if strip.as_pointer() not in before]

@@ -9,6 +9,7 @@ channels free above the sources over the whole span start at 4. Results last 2 s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -151,6 +152,31 @@ def test_a_result_of_another_rate_waits_while_a_job_thread_runs(compat, placemen
     names = place(placement, user_scene, silent_result)  # placed now (or found placed: never twice)
     movie = compat.all_strips(user_scene)[names[0]]
     assert abs(movie.frame_final_duration - RESULT_SECONDS * 30) <= 1 and movie.frame_final_start == SOURCE_START
+
+
+def test_a_result_of_another_rate_is_added_while_our_periodic_threads_sleep(compat, placement, user_scene,
+                                                                             silent_result):
+    """Placement pauses the threads that wake on their own (the store's heartbeat) around the operator itself,
+    so callers (the monitor, a pipeline calling ``place_result``) need not remember to."""
+    build_timeline(compat, user_scene, silent_result, 30)
+    before = len(compat.all_strips(user_scene))
+    seen: list[tuple[str, int]] = []  # (what, how many strips the scene had then)
+
+    @contextlib.contextmanager
+    def recorded_pause():
+        seen.append(("paused", len(compat.all_strips(user_scene))))
+        yield
+        seen.append(("resumed", len(compat.all_strips(user_scene))))
+
+    compat.pause_around_overridden_operators("test recorder", recorded_pause)
+    try:
+        place(placement, user_scene, silent_result)
+    finally:
+        compat.pause_around_overridden_operators("test recorder", None)
+    if PYTHON_WITH_PROCESS_WIDE_THREAD_STATE:
+        assert seen == [("paused", before), ("resumed", before + 1)], "the movie is added inside the pause"
+    else:
+        assert seen == [], "Python 3.12+ needs no pause"
 
 
 def test_a_job_is_never_imported_twice(compat, placement, user_scene, silent_result):
