@@ -182,9 +182,7 @@ class JobStore:
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.wait(ownership.HEARTBEAT_SECONDS):
-            with self._lock:
-                job_ids = list(self._claims)
-            for job_id in job_ids:
+            for job_id in self.claimed_ids():
                 # One owner file per turn of the lock: a host asking about claims meanwhile waits for
                 # one small write, not for all of them; a claim released meanwhile is not written back.
                 with self._lock:

@@ -414,17 +414,17 @@ class JobController:
         changed = self._drain_events() or changed
         changed = self._start_waiting() or changed
         imports = 0
-        self._awaiting_quiet = {job_id for job_id in self._awaiting_quiet if self._downloaded_here(job_id)}
+        to_place = [record for record in self.views.values() if self._to_place(record)]
+        self._awaiting_quiet &= {record.job_id for record in to_place}
         still_busy = bool(self._awaiting_quiet) and compat.overridden_operator_must_wait()
-        for record in [record for record in self.views.values() if record.phase is Phase.DOWNLOADED]:
+        for record in to_place:
             if imports >= MAX_IMPORTS_PER_TICK:
                 break
             if record.job_id in self._awaiting_quiet and still_busy:
                 continue
-            if self._belongs_to_open_file(record):
-                self.place(record)
-                imports += 1
-                changed = True
+            self.place(record)
+            imports += 1
+            changed = True
         if self._open_batches and (changed or self._batch_check_due):
             self._announce_ended_batches()
         if self.key_status != self._key_status_shown:
@@ -503,8 +503,7 @@ class JobController:
             return True  # paused for online access, watching another Blender, or running here
         if self._key_check is not None and self._key_check.is_alive():
             return True
-        if any(record.phase == Phase.DOWNLOADED and self._belongs_to_open_file(record)
-               for record in self.views.values()):
+        if any(self._to_place(record) for record in self.views.values()):
             return True
         return self.watching_other_blenders()  # nothing runs here: the monitor stops unless another Blender runs one
 
@@ -658,9 +657,9 @@ class JobController:
         if job_id not in self._placed_unsaved:
             self.store.release(job_id)
 
-    def _downloaded_here(self, job_id: str) -> bool:
-        view = self.views.get(job_id)
-        return view is not None and view.phase == Phase.DOWNLOADED and self._belongs_to_open_file(view)
+    def _to_place(self, record: JobRecord) -> bool:
+        """Downloaded, of the open file: this Blender places it (``tick``)."""
+        return record.phase is Phase.DOWNLOADED and self._belongs_to_open_file(record)
 
     def _belongs_to_open_file(self, record: JobRecord) -> bool:
         return record.owner.get("blend_file", "") == bpy.data.filepath
