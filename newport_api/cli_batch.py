@@ -385,7 +385,7 @@ class BatchQueue:
         except queue.Empty:
             return
         run = self.running.get(event.job_id)
-        if run is None or event.record is None:  # a progress event: nothing the batch reports
+        if run is None or event.record is None:  # the worker queues snapshots only
             return
         run.record = event.record
         task_id = event.record.get("task_id") or ""

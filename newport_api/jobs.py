@@ -185,9 +185,9 @@ class JobEvent:
     """What a runner tells its host: plain data, safe to pass between threads.
 
     ``record`` is a snapshot of the whole record after a save (every phase change,
-    and the last event, ``stopped``); it is None on a progress event, which changes
-    only ``progress``, ``message`` and ``updated_at`` of the record the host already
-    has (``apply_to``).  Progress events are the frequent ones: up to one per job every
+    and the last event, ``stopped``); it is None on a progress event, which says
+    only where the record's ``progress``, ``message`` and ``updated_at`` are now.
+    Progress events are the frequent ones: up to one per job every
     ``RunnerSettings.progress_interval``, so they carry no copy of the record.
     """
 
@@ -198,12 +198,6 @@ class JobEvent:
     record: dict[str, Any] | None  # a snapshot of the whole record; None on a progress event
     stopped: bool = False  # the runner has returned
     updated_at: float = 0.0  # when the runner made the change
-
-    def apply_to(self, record: JobRecord) -> None:
-        """Bring ``record`` (the host's copy, at the same phase) up to this progress event."""
-        record.progress = self.progress
-        record.message = self.message
-        record.updated_at = self.updated_at
 
 
 def is_url(source: str) -> bool:

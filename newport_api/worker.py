@@ -6,11 +6,13 @@ Threading rules:
   own cancel token; threads share nothing but the ``JobStore`` (which locks)
   and the ``events`` queue.
 * Threads never call back into their host.  Everything they have to say is a
-  ``JobEvent`` (plain data) put on ``events``; the host drains the queue on its
-  own thread (in Blender, the main thread's monitor timer) at its own pace.
-  Events of one job arrive in order: a snapshot of the record at each save, and
-  between them progress events without a snapshot, which the host applies to the
-  copy it already has (``JobEvent.apply_to``).
+  ``JobEvent`` (plain data).  Snapshots of the record (one at each save, the
+  last one ``stopped``) queue in order on ``events``, which the host drains on
+  its own thread (in Blender, the main thread's monitor timer) at its own pace.
+  Progress events, the frequent kind, do not queue: each replaces its job's
+  previous one in ``progress``, so a host reads one per job when it looks, how
+  ever often the jobs report, and a host that shows no progress pays nothing.
+  ``progress_of`` pairs a job's record with the progress that belongs to it.
 * ``start``, ``cancel`` and ``shutdown`` are called from the host's thread.
   ``shutdown`` stops every job *without* cancelling it, so that its record
   keeps its phase and the next session resumes it.
@@ -22,6 +24,7 @@ Threading rules:
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable
@@ -41,7 +44,12 @@ class JobWorker:
         self._client_factory = client_factory
         self._store = store
         self._settings = settings
-        self.events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()  # snapshots, in order
+        # Each job's latest progress event, since its latest snapshot.  Written by the jobs' threads
+        # (one dict operation, atomic under the GIL), read by the host.
+        self.progress: dict[str, JobEvent] = {}
+        self._progress_counter = itertools.count(1)
+        self.progress_stamp = 0  # a new value at every progress event: the host's cue to redraw
         self._threads: dict[str, threading.Thread] = {}
         self._tokens: dict[str, CancelToken] = {}
 
@@ -67,7 +75,7 @@ class JobWorker:
                 self._store.release(record.job_id)
             raise
         runner = JobRunner(client, record, save=self._store.save if self._store else None,
-                           emit=self.events.put, settings=self._settings)
+                           emit=self.publish, settings=self._settings)
         thread = threading.Thread(target=self._run, args=(runner, client), daemon=True,
                                   name=f"talking-face-{record.job_id[:8]}")
         self._tokens[record.job_id] = token
@@ -83,6 +91,26 @@ class JobWorker:
             client.close()
             if self._store is not None and runner.record.phase != Phase.DOWNLOADED:
                 self._store.release(runner.record.job_id)
+
+    def publish(self, event: JobEvent) -> None:
+        """The runners' ``emit`` (called on their threads): snapshots queue, progress overwrites."""
+        if event.record is None:
+            self.progress[event.job_id] = event
+            self.progress_stamp = next(self._progress_counter)
+        else:
+            self.progress.pop(event.job_id, None)  # older than this snapshot, which says where the job is
+            self.events.put(event)
+
+    def progress_of(self, record: JobRecord) -> tuple[float | None, str]:
+        """``(fraction, message)`` to show for ``record``, the host's copy from the job's latest snapshot.
+
+        The job's latest progress event if it is of the record's phase, else what the record says.
+        A progress event of another phase is newer than a snapshot the host has not drained yet.
+        """
+        event = self.progress.get(record.job_id)
+        if event is not None and event.phase == record.phase.value:
+            return event.progress, event.message
+        return record.progress, record.message
 
     def is_running(self, job_id: str) -> bool:
         thread = self._threads.get(job_id)
@@ -120,6 +148,7 @@ class JobWorker:
         for job_id in [job_id for job_id in self._threads if not self.is_running(job_id)]:
             del self._threads[job_id]
             del self._tokens[job_id]
+            self.progress.pop(job_id, None)
 
     def shutdown(self, timeout: float = 2.0) -> list[str]:
         """Stop every job so it can resume later; returns the ids still alive after ``timeout``."""

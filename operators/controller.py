@@ -8,9 +8,11 @@ Threading rules:
   ``tick()`` drains that queue, keeps ``views`` (the latest record of each job)
   up to date, places finished results on the timeline and asks the sidebar to
   redraw.  A tick does bounded work and never waits on the network.  Snapshots
-  (phase changes, stops) replace a job's view; progress events, the frequent
-  kind, carry no snapshot and update the view in place (``JobEvent.apply_to``),
-  so a view is the main thread's own object, never shared with a worker.
+  (phase changes, stops) replace a job's view, the main thread's own object,
+  never shared with a worker.  Progress, the frequent kind of news, costs a tick
+  nothing per job: the worker keeps each job's latest, the sidebar reads it for
+  the rows it draws (``progress_of``), and the tick only notices that some job
+  moved (``JobWorker.progress_stamp``) and asks for a redraw.
 * Checks that read other processes' owner files run every ``WATCH_SECONDS`` (or
   when nothing runs here), never once per job on every tick.
 * In background mode (``blender -b``, the ``bpy`` module) nothing ticks, so
@@ -91,6 +93,7 @@ class JobController:
         # Downloaded results that wait for the jobs' threads to end before they are placed (placement.PlacementDeferred).
         self._awaiting_quiet: set[str] = set()
         self.on_redraw: Callable[[], None] = tag_sidebar_redraw
+        self._progress_shown = 0  # the worker's progress stamp at the last redraw
         self._open_batches: set[str] = set()  # batches with jobs queued or running here: announced when they end
         self._batch_check_due = False  # a job ended outside the events (a cancel): look at open batches
         self.on_batch_end: Callable[[str, BatchSummary], None] = announce_batch_end
@@ -412,6 +415,7 @@ class JobController:
         changed = self._watch_other_blenders() or changed
         changed = self._advance_preparations() or changed
         changed = self._drain_events() or changed
+        changed = self._progress_moved() or changed
         changed = self._start_waiting() or changed
         imports = 0
         to_place = [record for record in self.views.values() if self._to_place(record)]
@@ -435,29 +439,27 @@ class JobController:
         return self.has_active_jobs()
 
     def _drain_events(self) -> bool:
-        """Take up to ``MAX_EVENTS_PER_TICK`` events; only each job's latest snapshot is decoded.
-
-        A progress event after that snapshot (or with none this tick) updates the view in place.
-        """
-        snapshots: dict[str, JobEvent] = {}
-        progress: dict[str, JobEvent] = {}  # the latest progress event after each job's latest snapshot
+        """Take up to ``MAX_EVENTS_PER_TICK`` snapshots; only each job's latest one is decoded."""
+        latest: dict[str, JobEvent] = {}
         for _ in range(MAX_EVENTS_PER_TICK):
             try:
                 event = self.worker.events.get_nowait()
             except queue.Empty:
                 break
-            if event.record is None:  # a progress event
-                progress[event.job_id] = event
-            else:
-                snapshots[event.job_id] = event
-                progress.pop(event.job_id, None)
-        for job_id, event in snapshots.items():
+            latest[event.job_id] = event
+        for job_id, event in latest.items():
             self._take_snapshot(job_id, event)
-        for job_id, event in progress.items():
-            view = self.views.get(job_id)
-            if view is not None:
-                event.apply_to(view)
-        return bool(snapshots or progress)
+        return bool(latest)
+
+    def _progress_moved(self) -> bool:
+        """True when a job reported progress since the last look: the sidebar shows it (``progress_of``)."""
+        stamp = self.worker.progress_stamp
+        moved, self._progress_shown = stamp != self._progress_shown, stamp
+        return moved
+
+    def progress_of(self, record: JobRecord) -> tuple[float | None, str]:
+        """``(fraction, message)`` to show for a job's view: its latest progress, when it runs here."""
+        return self.worker.progress_of(record)
 
     def _take_snapshot(self, job_id: str, event: JobEvent) -> None:
         assert event.record is not None

@@ -72,25 +72,34 @@ def test_the_store_never_holds_the_key_and_survives_a_reload(sandbox, video_file
     assert json.loads((tmp_path / "jobs" / f"{record.job_id}.json").read_text())["label"] == "take 3"
 
 
-def test_progress_events_carry_no_snapshot_yet_keep_the_hosts_copy_in_step(sandbox, video_file, audio_file,
-                                                                           tmp_path):
-    """A host that rebuilds its copy from snapshots only, and applies progress events to it in place
-    (as the Blender controller does), shows what the runner's own record says at every event."""
+def test_a_host_that_drains_only_snapshots_still_shows_the_runners_progress_at_every_event(
+        sandbox, video_file, audio_file, tmp_path):
+    """The worker queues snapshots and keeps only each job's latest progress event (as the Blender
+    controller reads it): at every event, the host's copy and ``progress_of`` say what the runner's
+    own record says, whether the host drained the queue just now or is a snapshot behind."""
     record = make_record(video_file, audio_file, tmp_path)
+    worker = JobWorker()
     host: dict[str, JobRecord] = {}
     seen: list[tuple[str, bool]] = []  # (phase, had a snapshot) of every event
     out_of_step: list[str] = []
 
     def receive(event) -> None:
+        worker.publish(event)
         seen.append((event.phase, event.record is not None))
-        if event.record is None:
-            event.apply_to(host["view"])
-        else:
-            host["view"] = JobRecord.from_dict(event.record)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                latest = JobRecord.from_dict(worker.events.get_nowait().record)
+                if "view" in host and host["view"].phase != latest.phase:
+                    host["behind"] = host["view"]  # what a host a phase behind still holds
+                host["view"] = latest
         view, truth = host["view"], runner.record  # the runner's record at the moment it reports
-        if (view.phase, view.progress, view.message, view.updated_at) != (
-                truth.phase, truth.progress, truth.message, truth.updated_at):
-            out_of_step.append(f"{event}: view {view.phase} {view.progress} {view.message!r}")
+        if event.record is not None and (view.phase, view.updated_at) != (truth.phase, truth.updated_at):
+            out_of_step.append(f"{event}: view {view.phase} at {view.updated_at}")
+        if (view.phase, *worker.progress_of(view)) != (truth.phase, truth.progress, truth.message):
+            out_of_step.append(f"{event}: shown {view.phase} {worker.progress_of(view)}")
+        behind = host.get("behind")
+        if behind is not None and worker.progress_of(behind) != (behind.progress, behind.message):
+            out_of_step.append(f"{event}: a view of {behind.phase} shows progress of {event.phase}")
 
     with make_client(sandbox) as client:
         runner = JobRunner(client, record, emit=receive, settings=FAST)
@@ -98,11 +107,34 @@ def test_progress_events_carry_no_snapshot_yet_keep_the_hosts_copy_in_step(sandb
     assert record.phase == Phase.DOWNLOADED, record.error
     assert out_of_step == []
     assert host["view"] == record  # the last event (stopped) is a full snapshot
+    assert worker.progress == {}, "the last snapshot leaves no progress behind"
     progress_phases = {phase for phase, snapshot in seen if not snapshot}
     assert {"uploading", "downloading"} <= progress_phases, seen
     assert all(snapshot for (before, _), (phase, snapshot) in itertools.pairwise(seen) if phase != before), \
         "every phase change carries a snapshot"
     assert seen[0][1] and seen[-1][1]
+
+
+def test_progress_does_not_queue_however_often_jobs_report(sandbox, video_file, audio_file, tmp_path):
+    """A host that looks rarely (or never: the batch CLI) finds one progress event per job, not a backlog."""
+    worker = JobWorker(lambda token: make_client(sandbox, token), JobStore(tmp_path / "jobs"), settings=FAST)
+    sandbox.inject("storage", "slow", bytes_per_second=2 * 1024 * 1024)
+    video = write_bytes(tmp_path / "video.mp4", 4 * 1024 * 1024)
+    records = [JobRecord(video=str(video), audio=str(audio_file), output_path=str(tmp_path / f"result {n}.mp4"))
+               for n in range(3)]
+    stamps = [worker.progress_stamp]
+    for record in records:
+        worker.start(record)
+    assert all(worker.join(record.job_id, timeout=60) for record in records)
+    stamps.append(worker.progress_stamp)
+    snapshots = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            snapshots.append(worker.events.get_nowait())
+    assert all(event.record is not None for event in snapshots), "only snapshots queue"
+    assert stamps[1] - stamps[0] > 3 * len(records), "the jobs reported progress many times while uploading"
+    assert worker.progress == {}, "each job's last snapshot took its progress away"
+    assert {event.job_id for event in snapshots if event.stopped} == {record.job_id for record in records}
 
 
 def test_a_job_resumed_after_a_crash_while_processing_polls_instead_of_resubmitting(
@@ -234,8 +266,11 @@ def test_cancel_token_stop_reasons():
 
 
 def wait_for_event(worker: JobWorker, predicate, timeout: float = 10.0) -> bool:
+    """Until a snapshot or a job's latest progress event matches ``predicate``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if any(predicate(event) for event in list(worker.progress.values())):
+            return True
         with contextlib.suppress(queue.Empty):
             if predicate(worker.events.get(timeout=0.05)):
                 return True

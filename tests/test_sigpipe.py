@@ -28,11 +28,13 @@ CHILD = textwrap.dedent("""
                        settings=RunnerSettings(progress_interval=0.0))
     record = JobRecord(video=video, audio=audio, output_path=folder + "/result.mp4")
     worker.start(record)
-    while True:  # cancel as soon as the upload is under way, while the worker is still sending
-        event = worker.events.get(timeout=30)
-        if event.phase == "uploading" and event.progress:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # cancel as soon as the upload is under way, while still sending
+        event = worker.progress.get(record.job_id)
+        if event is not None and event.phase == "uploading" and event.progress:
             time.sleep(float(sys.argv[6]))
             break
+        time.sleep(0.001)
     worker.cancel(record.job_id)
     assert worker.join(record.job_id, timeout=10)
     print("ended as", JobStore(folder).load(record.job_id).phase.value, flush=True)

@@ -234,12 +234,14 @@ def draw_job(box: bpy.types.UILayout, record: JobRecord, context: bpy.types.Cont
         draw_sentence(box, context, elsewhere, icon="WINDOW")
     elif paused:
         draw_sentence(box, context, paused, icon="INFO")
-    elif record.progress is not None and not record.phase.finished:
-        compat.draw_progress(box, record.progress, record.message)
     elif record.phase == Phase.FAILED:
         draw_sentence(box, context, record.error, icon="ERROR")
-    elif record.message and not record.phase.finished:
-        box.label(text=record.message)
+    elif not record.phase.finished:
+        progress, message = controller.progress_of(record)
+        if progress is not None:
+            compat.draw_progress(box, progress, message)
+        elif message:
+            box.label(text=message)
     row = box.row(align=True)
     if paused:
         row.operator("sequencer.talking_face_resume", text="Resume", icon="PLAY").job_id = record.job_id

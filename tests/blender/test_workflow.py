@@ -206,7 +206,7 @@ def test_the_modal_path_runs_jobs_in_threads_and_imports_on_tick(extension, scen
     assert not controller(extension).tick(), "nothing left to do: the monitor may stop"
 
 
-def test_a_progress_event_updates_the_view_in_place_without_a_snapshot(extension, tmp_path):
+def test_the_sidebar_shows_each_jobs_latest_progress_and_redraws_only_when_a_job_moved(extension, tmp_path):
     api = extension.newport_api
     jobs = extension.operators.controller.JobController(api.JobStore(tmp_path / "jobs"))
     redraws: list[bool] = []
@@ -219,35 +219,39 @@ def test_a_progress_event_updates_the_view_in_place_without_a_snapshot(extension
         return api.JobEvent(record.job_id, changed.phase.value, changed.message, changed.progress,
                             changed.to_dict(), updated_at=changed.updated_at)
 
-    def progress(fraction: float, message: str) -> object:
-        return api.JobEvent(record.job_id, "uploading", message, fraction, None, updated_at=record.updated_at + 1)
+    def progress(phase: str, fraction: float, message: str) -> object:
+        return api.JobEvent(record.job_id, phase, message, fraction, None, updated_at=record.updated_at + 1)
 
-    jobs.worker.events.put(snapshot())
+    jobs.worker.publish(snapshot())  # what a job's thread does (its runner's emit)
     jobs.tick()
     view = jobs.views[record.job_id]
-    assert (view.phase, view.progress, view.message) == (api.Phase.UPLOADING, None, "Uploading the video")
+    assert (view.phase, jobs.progress_of(view)) == (api.Phase.UPLOADING, (None, "Uploading the video"))
 
     redraws.clear()
-    jobs.worker.events.put(progress(0.25, "Uploading the video"))
-    jobs.worker.events.put(progress(0.5, "Uploading the audio"))
+    jobs.worker.publish(progress("uploading", 0.25, "Uploading the video"))
+    jobs.worker.publish(progress("uploading", 0.5, "Uploading the audio"))
     jobs.tick()
-    assert jobs.views[record.job_id] is view, "a progress event updates the view, it does not replace it"
-    assert (view.phase, view.progress, view.message) == (api.Phase.UPLOADING, 0.5, "Uploading the audio")
-    assert view.updated_at == record.updated_at + 1
-    assert view.video == "take.mp4" and view.output_path == record.output_path  # the rest is kept as it was
-    assert redraws, "the sidebar redraws to show the progress"
+    assert jobs.views[record.job_id] is view, "progress does not replace the view"
+    assert jobs.progress_of(view) == (0.5, "Uploading the audio"), "the latest progress shows"
+    assert redraws == [True], "the sidebar redraws once to show it"
+    jobs.tick()
+    assert redraws == [True], "no progress since: no redraw"
 
     # In one tick: a phase change (snapshot), then progress in the new phase — both show.
-    jobs.worker.events.put(snapshot(phase="submitting", message="Submitting", progress=None))
-    jobs.worker.events.put(api.JobEvent(record.job_id, "submitting", "Submitting", 0.75, None))
-    jobs.tick()
-    assert (jobs.views[record.job_id].phase, jobs.views[record.job_id].progress) == (api.Phase.SUBMITTING, 0.75)
-    # Progress of the old phase followed by a phase change in one tick: the later snapshot wins.
-    jobs.worker.events.put(api.JobEvent(record.job_id, "submitting", "Submitting", 0.9, None))
-    jobs.worker.events.put(snapshot(phase="queued", message="Waiting in queue", progress=None))
+    jobs.worker.publish(snapshot(phase="submitting", message="Submitting", progress=None))
+    jobs.worker.publish(progress("submitting", 0.75, "Submitting"))
     jobs.tick()
     latest = jobs.views[record.job_id]
-    assert (latest.phase, latest.progress, latest.message) == (api.Phase.QUEUED, None, "Waiting in queue")
+    assert (latest.phase, jobs.progress_of(latest)) == (api.Phase.SUBMITTING, (0.75, "Submitting"))
+    # Progress of the old phase followed by a phase change in one tick: the later snapshot wins.
+    jobs.worker.publish(progress("submitting", 0.9, "Submitting"))
+    jobs.worker.publish(snapshot(phase="queued", message="Waiting in queue", progress=None))
+    jobs.tick()
+    latest = jobs.views[record.job_id]
+    assert (latest.phase, jobs.progress_of(latest)) == (api.Phase.QUEUED, (None, "Waiting in queue"))
+    # Progress of a phase whose snapshot this Blender has not drained yet stays out of the older view.
+    jobs.worker.publish(progress("downloading", 0.1, "Downloading the result"))
+    assert jobs.progress_of(latest) == (None, "Waiting in queue")
 
 
 OWNER_SCRIPT = """
