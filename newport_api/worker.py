@@ -10,8 +10,8 @@ Threading rules:
   last one ``stopped``) queue in order on ``events``, which the host drains on
   its own thread (in Blender, the main thread's monitor timer) at its own pace.
   Progress events, the frequent kind, do not queue: each replaces its job's
-  previous one in ``progress``, so a host reads one per job when it looks, how
-  ever often the jobs report, and a host that shows no progress pays nothing.
+  previous one in ``progress``, so a host reads one per job when it looks,
+  however often the jobs report, and a host that shows no progress pays nothing.
   ``progress_of`` pairs a job's record with the progress that belongs to it.
 * ``start``, ``cancel`` and ``shutdown`` are called from the host's thread.
   ``shutdown`` stops every job *without* cancelling it, so that its record

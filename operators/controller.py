@@ -71,7 +71,7 @@ PLACEMENT_SAVED = "placement_saved"
 class JobController:
     def __init__(self, store: JobStore) -> None:
         self.store = store
-        # A job's progress more often than the monitor looks would only be drained and dropped unseen.
+        # Progress more often than the monitor looks would be overwritten unseen (JobWorker.progress).
         self.worker = JobWorker(store=store, settings=RunnerSettings(progress_interval=TICK_SECONDS))
         self._owner_updates: dict[str, dict] = {}  # owner changes waiting for a running job to stop
         self._key_check: threading.Thread | None = None
