@@ -32,6 +32,7 @@ stretched to play in real time, as placement does for any other rate).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 import sys
@@ -155,7 +156,7 @@ class TickBench:
             last_stamp = stamp
             tick_ms, tick_cpu_ms = timed(controller.tick)
             time.sleep(max(0.0, next_tick + period / 2 - time.monotonic()))
-            loop_ms, loop_cpu_ms = timed(lambda: python_loop(loop_length))
+            loop_ms, loop_cpu_ms = timed(functools.partial(python_loop, loop_length))
             next_tick += period
             if number < WARMUP_TICKS:
                 timings["cpu_ms"].append(tick_cpu_ms)
