@@ -33,7 +33,6 @@ stretched to play in real time, as placement does for any other rate).
 from __future__ import annotations
 
 import functools
-import itertools
 import shutil
 import sys
 import tempfile
@@ -140,34 +139,34 @@ class TickBench:
         return {**timings, "running": running, "growth": growth, "steal": steal}
 
     def _tick_for(self, controller: Any, seconds: float) -> dict[str, list[float]]:
-        """Tick every period and run the reference loop half a period later; the warm-up calibrates the loop."""
+        """Tick every period and run the reference loop half a period later; a warm-up calibrates the loop."""
         period = self.jobs_ops.TICK_SECONDS
-        timings: dict[str, list[float]] = {name: [] for name in ("ms", "cpu_ms", "events", "loop_ms", "loop_cpu_ms")}
-        loop_length = 1000
         next_tick = time.monotonic() + period
-        end = next_tick + seconds + WARMUP_TICKS * period
         last_stamp = controller.worker.progress_stamp
-        for number in itertools.count():
-            if next_tick >= end:
-                break
+
+        def one_period(loop_length: int) -> tuple[float, ...]:
+            """``(events, tick ms, tick CPU ms, loop ms, loop CPU ms)`` of the next period."""
+            nonlocal next_tick, last_stamp
             time.sleep(max(0.0, next_tick - time.monotonic()))
             stamp = controller.worker.progress_stamp
             events = controller.worker.events.qsize() + stamp - last_stamp
             last_stamp = stamp
-            tick_ms, tick_cpu_ms = timed(controller.tick)
+            tick = timed(controller.tick)
             time.sleep(max(0.0, next_tick + period / 2 - time.monotonic()))
-            loop_ms, loop_cpu_ms = timed(functools.partial(python_loop, loop_length))
+            loop = timed(functools.partial(python_loop, loop_length))
             next_tick += period
-            if number < WARMUP_TICKS:
-                timings["cpu_ms"].append(tick_cpu_ms)
-                timings["loop_cpu_ms"].append(loop_cpu_ms)
-                if number == WARMUP_TICKS - 1:
-                    loop_length = round(loop_length * median(timings["cpu_ms"]) / median(timings["loop_cpu_ms"]))
-                    timings = {name: [] for name in timings}
-                continue
-            for name, value in zip(timings, (tick_ms, tick_cpu_ms, events, loop_ms, loop_cpu_ms), strict=True):
-                timings[name].append(value)
-        return timings
+            return (events, *tick, *loop)
+
+        trial_length = 1000
+        warm_up = [one_period(trial_length) for _ in range(WARMUP_TICKS)]
+        loop_length = round(trial_length * median([cpu for _, _, cpu, _, _ in warm_up])
+                            / median([cpu for _, _, _, _, cpu in warm_up]))
+        end = next_tick + seconds
+        measured = []
+        while next_tick < end:
+            measured.append(one_period(loop_length))
+        names = ("events", "ms", "cpu_ms", "loop_ms", "loop_cpu_ms")
+        return {name: [values[index] for values in measured] for index, name in enumerate(names)}
 
     def imports(self, movie: str, sound: str, count: int, fps: int) -> dict[str, Any]:
         """Time ticks that each place one downloaded result next to a source strip."""

@@ -385,8 +385,9 @@ class BatchQueue:
         except queue.Empty:
             return
         run = self.running.get(event.job_id)
-        if run is None or event.record is None:  # the worker queues snapshots only
+        if run is None:
             return
+        assert event.record is not None, "the worker queues snapshots only"
         run.record = event.record
         task_id = event.record.get("task_id") or ""
         if (event.phase, task_id) != (run.phase, run.task_id) and event.phase not in REPORTED_AT_THE_END:
